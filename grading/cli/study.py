@@ -1,0 +1,74 @@
+"""grade-study: grade lumbar spinal stenosis on the axial T2 series of each study folder."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from grading.cli.common import EXIT_NO_SERIES, EXIT_OK, EXIT_USAGE, CommandError, run_command
+from grading.dicom import scan_study
+from grading.models_location import find_model_bundle
+
+NO_BUNDLE = (
+    "no model bundle: pass --models DIR, set GRADING_MODELS, or run `grade-demo` once "
+    "to train the demo bundle into the user cache"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grade-study", description=__doc__)
+    p.add_argument("studies", nargs="+", metavar="STUDY_DIR", help="folder(s) holding one study's DICOM files")
+    p.add_argument("--models", help="model bundle folder (default: $GRADING_MODELS, then the grade-demo bundle)")
+    p.add_argument("-o", "--output", help="output folder (default ./grading-out/<study>)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--series", metavar="UID", help="grade this SeriesInstanceUID instead of the automatic choice")
+    p.add_argument("--dry-run", action="store_true", help="list series and the one that would be graded; load no model")
+    p.add_argument("--json", action="store_true", help="print JSON to stdout")
+    return p
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    exit_code = EXIT_OK
+    for study in args.studies:
+        try:
+            scan = scan_study(study, series_uid=args.series, progress=not args.json and sys.stderr.isatty())
+        except NotADirectoryError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        if scan.selected is None:
+            exit_code = EXIT_NO_SERIES
+        if args.json:
+            print(json.dumps(scan.to_json()))
+        else:
+            _print_scan(scan)
+    return exit_code
+
+
+def _print_scan(scan) -> None:
+    print(f"{scan.root}:")
+    for s in scan.series:
+        mark = "*" if s is scan.selected else " "
+        print(f" {mark} {s.uid}  {s.orientation:8s} {s.weighting:7s} {len(s.slices):3d} slices  {s.description!r}")
+    for f in scan.skipped:
+        print(f"   skipped {f.path}: {f.reason}")
+    if scan.selected is None:
+        print("   no gradable axial T2 series")
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.dry_run:
+        return _dry_run(args)
+    bundle = find_model_bundle(args.models)
+    if bundle is None:
+        raise CommandError(NO_BUNDLE, EXIT_USAGE)
+    from grading.pipeline import grade_studies  # imported late: dry runs never load torch models
+
+    return grade_studies(args, bundle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("grade-study", lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Walk a study folder and turn every file into a slice header or a reason it was skipped.
+
+Headers are read with ``stop_before_pixels`` first, so a file that claims absurd dimensions is
+refused before anything allocates its pixels; ``force=True`` is only a fallback for files
+without the 128-byte preamble. One bad file never stops a study.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+from tqdm import tqdm
+
+from grading.dicom.geometry import slice_normal
+from grading.dicom.pixels import transfer_syntax
+from grading.dicom.series import Series, SkippedFile, SliceHeader, StudyScan, select_series
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    """Sizes above which a file is refused rather than decoded."""
+
+    max_side: int = 4096  # Rows or Columns
+    max_pixel_bytes: int = 256 * 1024 * 1024  # Rows x Columns x frames x samples x bytes
+    max_file_bytes: int = 1024 * 1024 * 1024
+
+
+class SkipFile(Exception):
+    """Raised inside the reader with the one-line reason a file is left out."""
+
+
+def _read_header(path: Path) -> tuple[Dataset, bool]:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True), False
+    except InvalidDicomError:
+        pass  # no preamble / no 'DICM' marker: try once more without the check
+    except Exception as exc:  # pydicom raises many types on corrupt headers
+        raise SkipFile(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception as exc:
+        raise SkipFile(f"not a DICOM file ({type(exc).__name__}: {exc})") from None
+    if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
+        raise SkipFile("not a DICOM file (no DICOM preamble and no SOP Class/Instance UID)")
+    return ds, True
+
+
+def _float_list(ds: Dataset, keyword: str, n: int) -> list[float] | None:
+    try:
+        values = [float(v) for v in ds[keyword].value]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        return None
+    return values
+
+
+def _optional_float(ds: Dataset, keyword: str) -> float | None:
+    try:
+        value = float(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _expected_pixel_bytes(ds: Dataset) -> int:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    return int(ds.Rows) * int(ds.Columns) * frames * samples * math.ceil(bits / 8)
+
+
+def _check_image(ds: Dataset, limits: ScanLimits) -> None:
+    sop_class = UID(str(ds.get("SOPClassUID", "")))
+    if "Rows" not in ds or "Columns" not in ds:
+        name = sop_class.name if sop_class else "no SOP Class UID"
+        raise SkipFile(f"not an image ({name})")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if not (0 < rows <= limits.max_side and 0 < cols <= limits.max_side):
+        raise SkipFile(f"absurd image size {rows}x{cols} (limit {limits.max_side} per side)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 1 or _expected_pixel_bytes(ds) > limits.max_pixel_bytes:
+        raise SkipFile(f"absurd pixel data size {rows}x{cols}x{frames} frames")
+    if frames > 1:
+        raise SkipFile(f"multi-frame image ({frames} frames): only single-frame slices are graded")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise SkipFile("colour image (SamplesPerPixel != 1): MR slices are greyscale")
+
+
+def _check_pixel_data(path: Path, header: Dataset, forced: bool) -> None:
+    """Read the whole file (not decoding) and check the pixel data is there and complete."""
+    ts = transfer_syntax(header)
+    if not ts.is_private and ts.is_compressed and not get_decoder(ts).is_available:
+        raise SkipFile(f"no installed decoder for transfer syntax {ts.name}")
+    try:
+        ds = pydicom.dcmread(path, force=forced)
+        data = ds.get("PixelData")
+    except Exception as exc:
+        raise SkipFile(f"unreadable pixel data ({type(exc).__name__}: {exc})") from None
+    if data is None:
+        raise SkipFile("no pixel data")
+    if not ts.is_compressed:
+        expected = _expected_pixel_bytes(ds)
+        if len(data) < expected:
+            raise SkipFile(f"pixel data truncated ({len(data)} of {expected} bytes)")
+
+
+def read_slice_header(path: Path, limits: ScanLimits = ScanLimits(), verify_pixels: bool = True) -> SliceHeader:
+    """One file's slice header, or :class:`SkipFile` with the reason it cannot be graded."""
+    size = path.stat().st_size
+    if size == 0:
+        raise SkipFile("empty file")
+    if size > limits.max_file_bytes:
+        raise SkipFile(f"file too large ({size} bytes)")
+    if path.name.upper() == "DICOMDIR":
+        raise SkipFile("DICOMDIR index, not an image (the folder is walked instead)")
+    ds, forced = _read_header(path)
+    _check_image(ds, limits)
+    orientation = _float_list(ds, "ImageOrientationPatient", 6)
+    position = _float_list(ds, "ImagePositionPatient", 3)
+    if orientation is None or position is None:
+        raise SkipFile("no usable ImageOrientationPatient/ImagePositionPatient: cannot place the slice")
+    try:
+        slice_normal(orientation)
+    except ValueError as exc:
+        raise SkipFile(str(exc)) from None
+    spacing = _float_list(ds, "PixelSpacing", 2)
+    if spacing is None or min(spacing) <= 0:
+        raise SkipFile("no usable PixelSpacing: areas in mm² would be meaningless")
+    for keyword in ("SOPInstanceUID", "SeriesInstanceUID"):
+        if not str(ds.get(keyword, "")).strip():
+            raise SkipFile(f"missing {keyword}")
+    if verify_pixels:
+        _check_pixel_data(path, ds, forced)
+    try:
+        instance = int(ds.get("InstanceNumber"))
+    except (TypeError, ValueError):
+        instance = None
+    return SliceHeader(
+        path=path,
+        sop_uid=str(ds.SOPInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        study_uid=str(ds.get("StudyInstanceUID", "")),
+        instance_number=instance,
+        image_position=tuple(position),
+        image_orientation=tuple(orientation),
+        pixel_spacing=(spacing[0], spacing[1]),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        series_description=str(ds.get("SeriesDescription", "") or ""),
+        echo_time=_optional_float(ds, "EchoTime"),
+        repetition_time=_optional_float(ds, "RepetitionTime"),
+        slice_thickness=_optional_float(ds, "SliceThickness"),
+        transfer_syntax=str(transfer_syntax(ds)),
+        read_with_force=forced,
+    )
+
+
+def iter_files(root: Path) -> list[Path]:
+    """Every regular file under ``root``, in a stable order; symlinks are not followed."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        found.extend(Path(dirpath) / name for name in sorted(filenames))
+    return [p for p in found if p.is_file() and not p.is_symlink()]
+
+
+def scan_study(
+    root: Path | str,
+    series_uid: str | None = None,
+    limits: ScanLimits = ScanLimits(),
+    progress: bool = False,
+) -> StudyScan:
+    """Read every file under ``root``; group images into series; select the series to grade."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    by_series: dict[str, list[SliceHeader]] = defaultdict(list)
+    skipped: list[SkippedFile] = []
+    for path in tqdm(iter_files(root), desc=f"reading {root.name}", unit="file", disable=not progress):
+        try:
+            header = read_slice_header(path, limits)
+        except SkipFile as exc:
+            skipped.append(SkippedFile(path, str(exc)))
+            continue
+        except OSError as exc:
+            skipped.append(SkippedFile(path, f"cannot read file ({exc.strerror or exc})"))
+            continue
+        by_series[header.series_uid].append(header)
+    series = [_dedupe(Series.from_slices(uid, slices), skipped) for uid, slices in sorted(by_series.items())]
+    return StudyScan(root=root, series=series, skipped=skipped, selected=select_series(series, series_uid))
+
+
+def _dedupe(series: Series, skipped: list[SkippedFile]) -> Series:
+    """Drop repeated copies of one SOP instance (a study copied twice into one folder)."""
+    seen: set[str] = set()
+    kept = []
+    for s in series.slices:
+        if s.sop_uid in seen:
+            skipped.append(SkippedFile(s.path, f"duplicate of SOP instance {s.sop_uid}"))
+        else:
+            seen.add(s.sop_uid)
+            kept.append(s)
+    series.slices = kept
+    return series

@@ -1,0 +1,172 @@
+"""The study reader on a hostile mixed study: series grouping, selection, ordering, skipping."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grading.cli.study import main as grade_study
+from grading.dicom import ScanLimits, load_series_pixels, scan_study
+from grading.dicom.geometry import classify_orientation, slice_normal
+from grading.dicom.series import classify_weighting
+from study_factory import (
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    build_mixed_study,
+    series_slices,
+    write_compressed,
+    write_plain,
+)
+
+
+@pytest.fixture(scope="module")
+def mixed_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    return root, build_mixed_study(root)
+
+
+def test_selects_axial_t2_and_orders_slices_by_position(mixed_study):
+    root, expected = mixed_study
+    scan = scan_study(root)
+    assert scan.selected is not None and scan.selected.uid == expected["t2_uid"]
+    assert [s.sop_uid for s in scan.selected.slices] == expected["t2_sop_order"]
+    assert np.allclose(scan.selected.positions_mm(), expected["t2_positions"])
+    instance_numbers = [s.instance_number for s in scan.selected.slices]
+    assert instance_numbers != sorted(instance_numbers)  # shuffled: order came from geometry
+
+
+def test_every_series_classified(mixed_study):
+    root, expected = mixed_study
+    by_uid = {s.uid: s for s in scan_study(root).series}
+    assert (by_uid[expected["t1_uid"]].orientation, by_uid[expected["t1_uid"]].weighting) == ("axial", "T1")
+    assert (by_uid[expected["sag_uid"]].orientation, by_uid[expected["sag_uid"]].weighting) == ("sagittal", "T2")
+    assert len(by_uid) == 3
+
+
+def test_every_junk_file_skipped_with_reason(mixed_study):
+    root, expected = mixed_study
+    scan = scan_study(root)
+    reasons = {f.path: f.reason for f in scan.skipped}
+    assert set(reasons) == expected["junk"]
+    assert reasons[root / "empty.dcm"] == "empty file"
+    assert "not a DICOM file" in reasons[root / "picture.dcm"]
+    assert "not a DICOM file" in reasons[root / "notes.txt"]
+    assert "Basic Text SR" in reasons[root / "sr.dcm"]
+    assert "truncated" in reasons[root / "a" / "trunc.dcm"]
+
+
+def test_no_preamble_implicit_and_rle_slices_decode(mixed_study):
+    root, _ = mixed_study
+    scan = scan_study(root)
+    syntaxes = {s.transfer_syntax for s in scan.selected.slices}
+    assert {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5"} <= syntaxes
+    assert any(s.read_with_force for s in scan.selected.slices)
+    pixels = load_series_pixels(scan.selected)
+    assert pixels.skipped == [] and len(pixels.images) == 9
+    assert all(img.shape == (32, 32) and img.dtype == np.float32 for img in pixels.images)
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless], ids=lambda s: s.name)
+def test_compressed_syntaxes_decode_losslessly(tmp_path, syntax):
+    ds, _ = series_slices("comp", 1, seed=5)[0]
+    original = ds.pixel_array.copy()
+    write_compressed(ds, tmp_path / "x.dcm", syntax)
+    scan = scan_study(tmp_path)
+    assert np.array_equal(load_series_pixels(scan.selected).images[0], original)
+
+
+def test_rescale_slope_and_intercept_applied(tmp_path):
+    ds, _ = series_slices("resc", 1, seed=6)[0]
+    ds.RescaleSlope, ds.RescaleIntercept = "0.5", "-10"
+    raw = ds.pixel_array.astype(np.float32)
+    write_plain(ds, tmp_path / "x.dcm")
+    image = load_series_pixels(scan_study(tmp_path).selected).images[0]
+    assert np.allclose(image, raw * 0.5 - 10)
+
+
+def test_absurd_dimensions_refused_before_decoding(tmp_path):
+    ds, _ = series_slices("huge", 1)[0]
+    ds.Rows = ds.Columns = 60000  # the header lies: 7 GB of pixels claimed
+    write_plain(ds, tmp_path / "huge.dcm")
+    scan = scan_study(tmp_path, limits=ScanLimits())
+    assert scan.series == [] and "absurd image size" in scan.skipped[0].reason
+
+
+def test_series_override_and_no_gradable_series(mixed_study, tmp_path):
+    root, expected = mixed_study
+    assert scan_study(root, series_uid=expected["t1_uid"]).selected.uid == expected["t1_uid"]
+    for ds, _ in series_slices("only_t1", 3, description="t1_tse_tra", te=12, tr=600):
+        write_plain(ds, tmp_path / f"{ds.InstanceNumber}.dcm")
+    assert scan_study(tmp_path).selected is None
+
+
+def test_duplicate_copies_of_one_instance_kept_once(tmp_path):
+    slices = series_slices("dup", 3)
+    for i, (ds, _) in enumerate(slices):
+        write_plain(ds, tmp_path / "one" / f"{i}.dcm")
+        write_plain(ds, tmp_path / "two" / f"{i}.dcm")
+    scan = scan_study(tmp_path)
+    assert len(scan.selected.slices) == 3
+    assert sum("duplicate" in f.reason for f in scan.skipped) == 3
+
+
+@pytest.mark.parametrize(
+    "orientation, expected",
+    [
+        ((1, 0, 0, 0, 1, 0), "axial"),
+        ((1, 0, 0, 0, np.cos(0.45), -np.sin(0.45)), "axial"),  # 26 degree disc-angled stack
+        ((0, 1, 0, 0, 0, -1), "sagittal"),
+        ((1, 0, 0, 0, 0, -1), "coronal"),
+        ((1, 0, 0, 0, np.cos(np.pi / 4), -np.sin(np.pi / 4)), "oblique"),
+    ],
+)
+def test_orientation_classes(orientation, expected):
+    assert classify_orientation(slice_normal(np.array(orientation, float))) == expected
+
+
+@pytest.mark.parametrize(
+    "description, te, tr, expected",
+    [
+        ("AX T2 TSE", None, None, "T2"),
+        ("t1_tse_tra", 100, 4000, "T1"),  # the description wins over the timing
+        ("ax frFSE", 110, 3500, "T2"),
+        ("ax SE", 12, 550, "T1"),
+        ("localizer", 3, 8, "unknown"),
+        ("T1 vs T2 comparison", 50, 1200, "unknown"),
+    ],
+)
+def test_weighting(description, te, tr, expected):
+    assert classify_weighting(description, te, tr) == expected
+
+
+def test_dry_run_json_matches_spec(mixed_study, capsys):
+    root, expected = mixed_study
+    assert grade_study([str(root), "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"series", "skipped"}
+    series_keys = {"series_uid", "description", "orientation", "weighting", "n_slices",
+                   "pixel_spacing_mm", "selected", "slices"}
+    assert all(set(s) == series_keys for s in out["series"])
+    selected = [s for s in out["series"] if s["selected"]]
+    assert [s["series_uid"] for s in selected] == [expected["t2_uid"]]
+    slices = selected[0]["slices"]
+    assert all(set(s) == {"sop_uid", "instance_number", "position_mm"} for s in slices)
+    positions = [s["position_mm"] for s in slices]
+    assert positions == sorted(positions, reverse=True)
+    assert {s["path"] for s in out["skipped"]} == {str(p) for p in expected["junk"]}
+    assert all(s["reason"] for s in out["skipped"])
+
+
+def test_dry_run_exit_3_without_gradable_series(tmp_path, capsys):
+    (tmp_path / "junk.txt").write_text("nothing here")
+    assert grade_study([str(tmp_path), "--dry-run", "--json"]) == 3
+
+
+def test_missing_bundle_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("GRADING_MODELS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert grade_study([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "grade-demo" in err
