@@ -185,7 +185,7 @@ def scan_study(
         raise NotADirectoryError(f"{root}: not a folder")
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
     skipped: list[SkippedFile] = []
-    for path in tqdm(iter_files(root), desc=f"reading {root.name}", unit="file", disable=not progress):
+    for path in tqdm(iter_files(root), desc=f"reading {root.name}", unit="file", disable=None if progress else True):
         try:
             header = read_slice_header(path, limits)
         except SkipFile as exc:

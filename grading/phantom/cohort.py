@@ -138,7 +138,7 @@ def generate_cohort(out_dir: Path | str, config: CohortConfig = CohortConfig(), 
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = range(1, config.patients + 1)
     results: list[tuple[list[dict], dict]]
-    bar = tqdm(total=config.patients, desc="phantom patients", unit="patient", disable=not progress)
+    bar = tqdm(total=config.patients, desc="phantom patients", unit="patient", disable=None if progress else True)
     if config.workers > 1:
         with ProcessPoolExecutor(config.workers) as pool:
             futures = [pool.submit(generate_patient, out_dir, i, config.seed) for i in indices]

@@ -1,0 +1,113 @@
+"""grade-train: train the stages on one rater's labels with k-fold cross-validation."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from grading.cli.common import EXIT_USAGE, CommandError, run_command
+from grading.labels import TRAINING_COLUMNS, LabelTableError, read_label_table, write_label_table
+from grading.training_data import load_training_data
+from stages.cross_validation import CVRequest, merge_fold_predictions, run_cross_validation
+from stages.profiles import PROFILES
+from stages.segmenters import ARCHITECTURES
+from stages.losses import LOSSES
+from stages.trainer import seed_everything
+from stages.training import STAGES
+
+
+def classifier_name(rater: str) -> str:
+    """C1 for A1, C2 for A2 (the paper's naming); C-<rater> otherwise."""
+    match = re.search(r"(\d+)$", rater)
+    return f"C{match.group(1)}" if match else f"C-{rater}"
+
+
+def oof_table(predictions: pd.DataFrame, labels: pd.DataFrame, rater: str, name: str) -> pd.DataFrame:
+    """Predictions in label-table form: the rater's case metadata, the classifier's labels."""
+    meta = labels.loc[labels.rater == rater, ["case_id", "study_id", "series_uid", "sop_uid"]]
+    table = meta.merge(predictions, on="case_id", how="inner")
+    table.insert(table.columns.get_loc("sop_uid") + 1, "rater", name)
+    table["mask"] = ""
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grade-train", description=__doc__)
+    p.add_argument("--labels", required=True, help="label table (SPEC format)")
+    p.add_argument("--images", required=True, help="folder holding the DICOM files the table refers to")
+    p.add_argument("--rater", required=True, help="whose labels to learn, e.g. A1")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--only-folds", help="run just these folds, e.g. 0,1 (one job per fold; merge with --merge)")
+    p.add_argument("--no-final", action="store_true", help="skip the model trained on all patients")
+    p.add_argument("--merge", action="store_true", help="only merge existing fold predictions into oof_predictions.csv")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--segmenter", choices=ARCHITECTURES, help="segmenter architecture (default: the profile's)")
+    p.add_argument("--segmenter-loss", choices=LOSSES, help="segmenter loss (default: the profile's)")
+    p.add_argument("--backbone-weights", help="local ImageNet ResNet50 weights for the detector (never downloaded)")
+    p.add_argument("--as", dest="name", help="rater name for the predictions (default C<n> for A<n>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoints in -o")
+    p.add_argument("-o", "--output", required=True, help="run folder")
+    return p
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.output)
+    name = args.name or classifier_name(args.rater)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if set(stages) - set(STAGES):
+        raise CommandError(f"--stages: unknown stage(s) {', '.join(sorted(set(stages) - set(STAGES)))}", EXIT_USAGE)
+    try:
+        labels = read_label_table(args.labels, required=TRAINING_COLUMNS)
+    except LabelTableError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    if args.rater not in set(labels.rater):
+        raise CommandError(f"rater {args.rater!r} not in {args.labels} (it has: {', '.join(sorted(set(labels.rater)))})",
+                           EXIT_USAGE)
+    if not args.merge:
+        seed_everything(args.seed)
+        start = time.perf_counter()
+        data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent)
+        for line in data.missing[:10]:
+            print(f"grade-train: skipped {line}", file=sys.stderr)
+        profile = PROFILES[args.profile](args.seed)
+        if args.segmenter or args.segmenter_loss:
+            configs = profile.configs
+            segmenter = replace(configs.segmenter, architecture=args.segmenter or configs.segmenter.architecture)
+            profile = replace(profile, configs=replace(configs, segmenter=segmenter,
+                                                       segmenter_loss=args.segmenter_loss or configs.segmenter_loss))
+        folds = tuple(int(f) for f in args.only_folds.split(",")) if args.only_folds else None
+        request = CVRequest(stages=stages, profile=profile, n_folds=args.folds, folds=folds, final=not args.no_final,
+                            seed=args.seed, backbone_weights=args.backbone_weights, resume=args.resume,
+                            provenance={"rater": args.rater, "profile": args.profile, "seed": args.seed,
+                                        "labels": str(Path(args.labels).resolve()),
+                                        "n_slices": len(data.records)})
+        try:
+            summary = run_cross_validation(data.records, request, out)
+        except ValueError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        print(f"trained {', '.join(stages)} on {len(data.records)} slices in {time.perf_counter() - start:.0f} s")
+        for fold, info in summary["folds"].items():
+            scores = ", ".join(f"{s} {m['best_val_score']:.3f}" for s, m in info["stages"].items())
+            print(f"  fold {fold}: best validation {scores} ({info['seconds']:.0f} s)")
+    oof = oof_table(merge_fold_predictions(out), labels, args.rater, name)
+    write_label_table(oof, out / "oof_predictions.csv")
+    print(f"out-of-fold predictions ({name}): {out / 'oof_predictions.csv'}")
+    if (out / "final" / "bundle" / "manifest.json").is_file():
+        print(f"final model bundle: {out / 'final' / 'bundle'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("grade-train", lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

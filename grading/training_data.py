@@ -1,0 +1,68 @@
+"""Turn a label table and a folder of DICOM studies into the slice records the stages train on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from grading.dicom import SkippedFile, scan_study
+from grading.dicom.pixels import load_slice
+from stages.records import SliceRecord, normalise_intensity
+
+
+@dataclass
+class TrainingData:
+    records: list[SliceRecord]
+    missing: list[str]  # label rows whose image could not be found or read (one line each)
+    skipped: list[SkippedFile]  # files under the image root that are not gradable images
+
+
+def _box(row) -> tuple[float, float, float, float] | None:
+    values = [row.get(c) for c in ("box_x0", "box_y0", "box_x1", "box_y1")]
+    if any(v is None or pd.isna(v) for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str, table_dir: Path | str,
+                       progress: bool = True) -> TrainingData:
+    """Records for ``rater``'s rows, matched to images by SOP Instance UID."""
+    rows = labels[labels.rater == rater]
+    if rows.empty:
+        raise ValueError(f"no rows for rater {rater!r} (the table has: {', '.join(sorted(set(labels.rater)))})")
+    scan = scan_study(images_root, progress=progress)
+    by_sop = {s.sop_uid: s for series in scan.series for s in series.slices}
+    records, missing = [], []
+    for row in tqdm(rows.to_dict("records"), desc=f"loading {rater}'s slices", unit="slice", disable=None if progress else True):
+        header = by_sop.get(row["sop_uid"])
+        if header is None:
+            missing.append(f"case {row['case_id']}: no image with SOP Instance UID {row['sop_uid']} under {images_root}")
+            continue
+        try:
+            image = load_slice(header)
+        except Exception as exc:  # a bad file is reported, not fatal
+            missing.append(f"case {row['case_id']}: {header.path}: {type(exc).__name__}: {exc}")
+            continue
+        mask = None
+        if row.get("mask"):
+            mask = np.asarray(Image.open(Path(table_dir) / row["mask"])) > 0
+            if mask.shape != image.shape:
+                missing.append(f"case {row['case_id']}: mask {row['mask']} is {mask.shape}, image is {image.shape}")
+                mask = None
+        dsca = row.get("dsca_mm2")
+        records.append(SliceRecord(
+            case_id=row["case_id"],
+            patient=row.get("study_id") or row["case_id"],
+            image=normalise_intensity(image),
+            spacing=header.pixel_spacing,
+            box=_box(row),
+            level=row["level"],
+            grade=row["grade"],
+            mask=mask,
+            dsca_mm2=None if dsca is None or pd.isna(dsca) else float(dsca),
+        ))
+    return TrainingData(records, missing, scan.skipped)

@@ -1,0 +1,155 @@
+"""k-fold cross-validation of the stages: per-fold bundles, out-of-fold predictions, final model.
+
+Each fold writes its own folder (checkpoints, metrics, bundle, predictions.csv), so folds can run
+as separate jobs and be merged afterwards with :func:`merge_fold_predictions`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stages.bundle import save_bundle
+from stages.folds import FoldPlan, plan_folds
+from stages.inference import predict_slices
+from stages.profiles import Profile
+from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
+from stages.trainer import fit
+from stages.training import STAGES, stage_training
+
+
+@dataclass
+class CVRequest:
+    stages: tuple[str, ...]
+    profile: Profile
+    n_folds: int = 10
+    folds: tuple[int, ...] | None = None  # run only these (e.g. one job per fold)
+    final: bool = True  # also train the model on all patients
+    seed: int = 0
+    backbone_weights: Path | None = None
+    resume: bool = False
+    provenance: dict = field(default_factory=dict)
+
+
+def _settings(request: CVRequest, stage: str, n_train_patients: int):
+    settings = request.profile.settings[stage]
+    if stage == "detector" and request.profile.detector_slices_per_patient:
+        from dataclasses import replace
+
+        settings = replace(settings, samples_per_epoch=request.profile.detector_slices_per_patient * n_train_patients)
+    return settings
+
+
+def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRequest, folder: Path,
+                 progress: bool = True) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
+    """Train each requested stage on ``train``, choosing the best epoch on ``val``."""
+    models, metrics = {}, {}
+    n_patients = len({r.patient for r in train})
+    for stage in request.stages:
+        unit, train_data, val_data = stage_training(stage, request.profile.configs, train, val, request.backbone_weights)
+        if len(train_data) == 0:
+            raise ValueError(f"no training data for the {stage} stage (check the labels for this rater)")
+        settings = _settings(request, stage, n_patients)
+        result = fit(unit, train_data, val_data, settings, folder / stage, resume=request.resume,
+                     progress=None if progress else False)
+        models[stage] = unit.model
+        last = result.history[-1] if result.history else {}
+        metrics[stage] = {"best_val_score": result.best_score, "best_epoch": result.best_epoch + 1,
+                          "epochs": settings.epochs, "train_seconds": round(result.seconds, 1),
+                          "images_per_s": round(result.images_per_s, 1), "n_train": len(train_data),
+                          "n_val": len(val_data), **{k: v for k, v in last.items() if k.startswith("val_")}}
+    return models, metrics
+
+
+def predictions_table(records: list[SliceRecord], models, configs, fold: int | None) -> pd.DataFrame:
+    """One row per record: predicted level, grade (and its probabilities), box and sac area."""
+    boxes = [r.box for r in records]
+    preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records], boxes=boxes)
+    rows = []
+    for r, p in zip(records, preds):
+        if p.level in LEVEL_NAMES:
+            level, source = p.level, "classifier"
+        elif p.level == "no canal":
+            level, source = "other", "no canal found"
+        else:  # the level stage was not trained in this run
+            level, source = r.level, "labels"
+        row = {"case_id": r.case_id, "level": level, "grade": p.grade if level == "rootlet" else "",
+               "level_source": source, "level_probability": p.level_probability, "box_score": p.box_score,
+               "dsca_mm2": None if p.dsca_mm2 is None else round(p.dsca_mm2, 2)}
+        if p.box is not None:
+            row.update({f"box_{k}": round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), p.box)})
+        for name, prob in zip(GRADE_NAMES, p.grade_probabilities):
+            row[f"p_{name}"] = round(prob, 4)
+        if fold is not None:
+            row["fold"] = fold
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir: Path | str,
+                         progress: bool = True) -> dict:
+    """Train and evaluate; returns (and writes as ``cv_summary.json``) what each fold measured."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(request.stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
+    plan = plan_folds(records, request.n_folds, request.seed)
+    (out_dir / "folds.json").write_text(json.dumps({"n_folds": plan.n_folds, "fold_of_patient": plan.fold_of_patient},
+                                                   indent=1))
+    summary: dict = {"folds": {}, "stages": list(request.stages), "profile": request.profile.name}
+    folds = request.folds if request.folds is not None else tuple(range(plan.n_folds))
+    for fold in folds:
+        start = time.perf_counter()
+        train_p, val_p, test_p = plan.split(fold)
+        split = {name: [r for r in records if r.patient in group]
+                 for name, group in (("train", train_p), ("val", val_p), ("test", test_p))}
+        folder = out_dir / f"fold_{fold:02d}"
+        models, metrics = train_stages(split["train"], split["val"], request, folder, progress)
+        provenance = {**request.provenance, "fold": fold, "n_folds": plan.n_folds, "train_patients": sorted(train_p),
+                      "val_patients": sorted(val_p), "test_patients": sorted(test_p)}
+        save_bundle(folder / "bundle", models, request.profile.configs, provenance, metrics)
+        predictions = predictions_table(split["test"], models, request.profile.configs, fold)
+        _write_csv(predictions, folder / "predictions.csv")
+        summary["folds"][fold] = {"stages": metrics, "seconds": round(time.perf_counter() - start, 1),
+                                  "n_test": len(split["test"])}
+    if request.final:
+        start = time.perf_counter()
+        train_p, val_p = plan.final_split()
+        train = [r for r in records if r.patient in train_p]
+        val = [r for r in records if r.patient in val_p]
+        models, metrics = train_stages(train, val, request, out_dir / "final", progress)
+        provenance = {**request.provenance, "fold": None, "train_patients": sorted(train_p),
+                      "val_patients": sorted(val_p)}
+        save_bundle(out_dir / "final" / "bundle", models, request.profile.configs, provenance, metrics)
+        summary["final"] = {"stages": metrics, "seconds": round(time.perf_counter() - start, 1)}
+    (out_dir / "cv_summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    return summary
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value))
+
+
+def merge_fold_predictions(out_dir: Path | str) -> pd.DataFrame:
+    """All folds' predictions.csv under ``out_dir``, one table (folds may have run as separate jobs)."""
+    parts = sorted(Path(out_dir).glob("fold_*/predictions.csv"))
+    if not parts:
+        raise FileNotFoundError(f"{out_dir}: no fold_*/predictions.csv")
+    return pd.concat([pd.read_csv(p, keep_default_na=False) for p in parts], ignore_index=True)
+
+
+__all__ = ["CVRequest", "FoldPlan", "merge_fold_predictions", "run_cross_validation", "train_stages"]

@@ -1,0 +1,158 @@
+"""One training loop for every stage: Adam, lr x0.5 on a validation plateau, best checkpoint.
+
+A checkpoint (model, optimizer, scheduler, best state) is written after every epoch, so
+``resume=True`` loses at most the epoch in flight. Randomness is derived from (seed, epoch) at
+the start of each epoch (sampling order, augmentation, dropout), so a resumed run continues
+exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from tqdm import tqdm
+
+from stages.datasets import balanced_weights
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    lr: float = 1e-4
+    lr_factor: float = 0.5
+    plateau_patience: int = 2
+    samples_per_epoch: int | None = None  # draws per epoch (default: the training set's size)
+    balanced: bool = True  # weighted sampling: every level / grade equally often
+    seed: int = 0
+
+
+@dataclass
+class StageTraining:
+    """What differs between stages: the loss of a batch and the validation score (higher is better)."""
+
+    name: str
+    model: nn.Module
+    loss: Callable[[nn.Module, object], torch.Tensor]
+    evaluate: Callable[[nn.Module, Dataset], dict]
+    collate: Callable | None = None
+    augment: object = None  # albumentations Compose with set_random_seed, or None
+
+
+@dataclass
+class FitResult:
+    best_state: dict[str, torch.Tensor]
+    best_score: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % 2**31
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSettings, run_dir: Path | None = None,
+        resume: bool = False, progress: bool | None = None) -> FitResult:
+    model = stage.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.lr_factor,
+                                                           patience=settings.plateau_patience)
+    start_epoch, best_score, best_epoch = 0, -math.inf, -1
+    best_state = _copy_state(model)
+    history: list[dict] = []
+    checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_state = state["best_state"]
+        history = _read_history(run_dir / "metrics.csv")[:start_epoch]
+    n_samples = settings.samples_per_epoch or len(train)
+    total_images, total_seconds = 0, 0.0
+    for epoch in range(start_epoch, settings.epochs):
+        seed = _epoch_seed(settings.seed, epoch)
+        seed_everything(seed)
+        if stage.augment is not None:
+            stage.augment.set_random_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        strata = getattr(train, "strata", None)
+        weights = balanced_weights(strata) if settings.balanced and strata else torch.ones(len(train), dtype=torch.double)
+        sampler = WeightedRandomSampler(weights, n_samples, replacement=True, generator=generator)
+        loader = DataLoader(train, batch_size=settings.batch_size, sampler=sampler, collate_fn=stage.collate,
+                            num_workers=0, drop_last=n_samples > settings.batch_size)
+        model.train()
+        start = time.perf_counter()
+        losses = []
+        bar = tqdm(loader, desc=f"{stage.name} epoch {epoch + 1}/{settings.epochs}", leave=False, disable=None if progress is not False else True)
+        for batch in bar:
+            loss = stage.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        seconds = time.perf_counter() - start
+        total_seconds += seconds
+        total_images += len(loader) * settings.batch_size
+        model.eval()
+        metrics = stage.evaluate(model, val)
+        score = float(metrics["score"])
+        scheduler.step(score)
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, _copy_state(model)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               **{f"val_{k}": float(v) for k, v in metrics.items()}, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": round(seconds, 2), "images_per_s": round(len(loader) * settings.batch_size / max(seconds, 1e-9), 2)}
+        history.append(row)
+        if run_dir is not None:
+            _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_score, best_epoch, best_state)
+            _write_history(run_dir / "metrics.csv", history)
+    model.load_state_dict(best_state)
+    return FitResult(best_state, best_score, best_epoch, history, total_seconds,
+                     total_images / total_seconds if total_seconds else 0.0)
+
+
+def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_score, best_epoch, best_state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state}, tmp)
+    tmp.replace(path)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]

@@ -1,0 +1,131 @@
+"""The four stages as trainable units: model, data, loss and validation score for each."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+
+from stages.augment import AugmentConfig, detection_augment, patch_augment, patch_center
+from stages.datasets import DetectionData, PatchConfig, PatchData, detection_collate
+from stages.detector import DetectorConfig, build_detector, detect
+from stages.losses import segmentation_loss
+from stages.predict import area_from_probabilities, box_iou, classify, segment
+from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
+from stages.segmenters import Segmenter, SegmenterConfig
+from stages.trainer import StageTraining
+from stages.vgg import VGGClassifier, VGGConfig
+
+STAGES = ("detector", "level", "grade", "segmenter")
+
+
+@dataclass(frozen=True)
+class StageConfigs:
+    """Everything that defines the four models and their inputs (stored in bundles)."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    level: VGGConfig = field(default_factory=lambda: VGGConfig(num_outputs=1))
+    grade: VGGConfig = field(default_factory=lambda: VGGConfig(num_outputs=4))
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    classifier_patch: PatchConfig = field(default_factory=PatchConfig)
+    segmenter_patch: PatchConfig = field(default_factory=lambda: PatchConfig(size=96))
+    segmenter_loss: str = "bce_dice"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def build_model(stage: str, configs: StageConfigs, backbone_weights=None) -> torch.nn.Module:
+    if stage == "detector":
+        return build_detector(configs.detector, backbone_weights)
+    if stage in ("level", "grade"):
+        return VGGClassifier(getattr(configs, stage))
+    if stage == "segmenter":
+        return Segmenter(configs.segmenter)
+    raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+
+
+def _detector_loss(model, batch):
+    images, targets = batch
+    return sum(model(images, targets).values())
+
+
+def _evaluate_detector(input_size: int):
+    def evaluate(model, data: DetectionData) -> dict:
+        keep = [i for i, b in enumerate(data.boxes) if b is not None]
+        found = detect(model, [data.images[i] for i in keep], input_size)
+        ious = np.array([box_iou(d.box, data.boxes[i]) if d else 0.0 for d, i in zip(found, keep)])
+        return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": float(ious.mean()) if len(ious) else 0.0}
+    return evaluate
+
+
+def _classifier_loss(binary: bool):
+    def loss(model, batch):
+        x, y = batch
+        logits = model(x)
+        if binary:
+            return F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
+        return F.cross_entropy(logits, y)
+    return loss
+
+
+def _evaluate_classifier(data: PatchData, model) -> dict:
+    patches = np.stack([data.center(image=c)["image"] for c in data.crops]) if len(data) else np.zeros((0, 1, 1))
+    predicted = classify(model, patches).argmax(1)
+    truth = np.asarray(data.labels)
+    if not len(truth):
+        return {"score": 0.0, "f1_macro": 0.0}
+    return {"score": float((predicted == truth).mean()),
+            "f1_macro": float(f1_score(truth, predicted, average="macro", labels=np.unique(truth)))}
+
+
+def _segmenter_loss(name: str):
+    def loss(model, batch):
+        x, target = batch
+        out = model(x)
+        if isinstance(out, tuple):  # dual output: the bottleneck mask is an auxiliary target
+            return segmentation_loss(name, out[0], target) + 0.4 * segmentation_loss(name, out[1], target)
+        return segmentation_loss(name, out, target)
+    return loss
+
+
+def _evaluate_segmenter(data: PatchData, model) -> dict:
+    if not len(data):
+        return {"score": 0.0}
+    pairs = [data.center(image=c, mask=m) for c, m in zip(data.crops, data.masks)]
+    probs = segment(model, np.stack([p["image"] for p in pairs]))
+    masks = np.stack([p["mask"] for p in pairs]) >= 0.5
+    pred = probs >= 0.5
+    inter = (pred & masks).sum((1, 2))
+    dice = 2 * inter / np.maximum(pred.sum((1, 2)) + masks.sum((1, 2)), 1)
+    areas = area_from_probabilities(probs, np.asarray(data.area_per_pixel))
+    truth = np.array([d if d is not None else np.nan for d in data.dsca], float)
+    return {"score": float(dice.mean()), "dsca_mae_mm2": float(np.nanmean(np.abs(areas - truth)))}
+
+
+def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], val: list[SliceRecord],
+                   backbone_weights=None):
+    """(StageTraining, train dataset, validation dataset) for one stage."""
+    model = build_model(stage, configs, backbone_weights)
+    if stage == "detector":
+        size = configs.detector.input_size
+        augment = detection_augment(configs.augment)
+        return (StageTraining(stage, model, _detector_loss, _evaluate_detector(size), detection_collate, augment),
+                DetectionData(train, size, augment), DetectionData(val, size))
+    if stage in ("level", "grade"):
+        cfg = configs.classifier_patch
+        augment = patch_augment(configs.augment, cfg.size)
+        return (StageTraining(stage, model, _classifier_loss(stage == "level"), lambda m, d: _evaluate_classifier(d, m),
+                              None, augment),
+                PatchData(train, cfg, stage, augment, patch_center(cfg.size)),
+                PatchData(val, cfg, stage, None, patch_center(cfg.size)))
+    cfg = configs.segmenter_patch
+    augment = patch_augment(configs.augment, cfg.size)
+    return (StageTraining(stage, model, _segmenter_loss(configs.segmenter_loss), lambda m, d: _evaluate_segmenter(d, m),
+                          None, augment),
+            PatchData(train, cfg, "mask", augment, patch_center(cfg.size)),
+            PatchData(val, cfg, "mask", None, patch_center(cfg.size)))
+
+
+LABEL_MAPS = {"detector": list(("background", "canal")), "level": list(LEVEL_NAMES), "grade": list(GRADE_NAMES),
+              "segmenter": ["background", "dural_sac"]}

@@ -1,0 +1,201 @@
+"""The stages on tiny synthetic slices: models, patches, folds, training, bundles, inference."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from stages.bundle import BundleError, load_bundle, save_bundle
+from stages.cross_validation import CVRequest, run_cross_validation
+from stages.datasets import PatchConfig
+from stages.folds import plan_folds
+from stages.inference import predict_slices
+from stages.losses import LOSSES, segmentation_loss, weighted_bce
+from stages.patches import extract_patches, patch_geometry
+from stages.profiles import smoke
+from stages.records import SliceRecord
+from stages.segmenters import ARCHITECTURES, Segmenter, SegmenterConfig
+from stages.trainer import fit
+from stages.training import STAGES, build_model, stage_training
+from stages.vgg import VGGClassifier, VGGConfig
+
+
+def make_records(n_patients=6, per_patient=5, size=64, seed=0) -> list[SliceRecord]:
+    """Slices with a bright disc (the sac) in a darker box (the canal)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    yy, xx = np.mgrid[:size, :size]
+    for p in range(n_patients):
+        for s in range(per_patient):
+            cx, cy, r = rng.uniform(20, 44), rng.uniform(20, 44), rng.uniform(5, 9)
+            image = rng.normal(0.3, 0.05, (size, size)).astype(np.float32)
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+            image[mask] = 1.0
+            level = "cord" if s == 0 else "rootlet"
+            grade = "" if level == "cord" else "ABCD"[(p + s) % 4]
+            records.append(SliceRecord(case_id=f"P{p}-{s}", patient=f"P{p}", image=image, spacing=(0.5, 0.5),
+                                       box=(cx - r - 2, cy - r - 2, cx + r + 2, cy + r + 2), level=level, grade=grade,
+                                       mask=mask, dsca_mm2=float(mask.sum() * 0.25)))
+    return records
+
+
+def test_vgg_is_the_papers_shape():
+    model = VGGClassifier(VGGConfig((8, 8, 16, 16), num_outputs=4))
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert (len(convs), len(pools), len(linears)) == (10, 4, 1)
+    assert model(torch.rand(3, 1, 48, 48)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_segmenters_shapes_and_auxiliary_output(architecture):
+    model = Segmenter(SegmenterConfig(architecture, base_width=6, depth=2))
+    x = torch.rand(2, 1, 36, 36)
+    model.train()
+    out = model(x)
+    if architecture == "inception_unet":
+        assert isinstance(out, tuple) and all(o.shape == (2, 1, 36, 36) for o in out)
+    else:
+        assert out.shape == (2, 1, 36, 36)
+    model.eval()
+    assert model(x).shape == (2, 1, 36, 36)  # one output at inference, whatever the architecture
+
+
+def test_unknown_segmenter_named():
+    with pytest.raises(ValueError, match="unknown segmenter 'vnet'"):
+        Segmenter(SegmenterConfig("vnet"))
+
+
+def test_losses_prefer_the_right_answer():
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1
+    good, bad = (target * 20 - 10), -(target * 20 - 10)
+    for name in LOSSES:
+        assert segmentation_loss(name, good, target) < segmentation_loss(name, bad, target), name
+    all_negative = torch.full_like(target, -3.0)
+    # weighted BCE: a missed positive costs 20 times a false positive
+    assert weighted_bce(all_negative, target) > 5 * weighted_bce(-all_negative, 1 - target)
+
+
+def test_patch_geometry_maps_back_and_keeps_area():
+    image = np.zeros((80, 100), np.float32)
+    image[30:50, 40:70] = 1.0
+    g = patch_geometry((40, 30, 70, 50), size=48, margin=0.25)
+    patch = extract_patches(image, [g])[0]
+    assert patch.sum() * g.step**2 == pytest.approx(600, rel=0.03)
+    x, y = g.to_image(np.array([0, 48]), np.array([0, 48]))
+    assert (x[1] - x[0]) == pytest.approx(30 * 1.5) and (x[0] + x[1]) / 2 == pytest.approx(55)
+    assert g.pixel_area_mm2((0.5, 0.8)) == pytest.approx(g.step**2 * 0.4)
+    px0, py0, px1, py1 = g.box_in_patch((40, 30, 70, 50))
+    assert px0 == pytest.approx(48 * 0.25 / 1.5) and px1 - px0 == pytest.approx(48 / 1.5)
+
+
+def test_folds_group_patients_and_split_7_2_1():
+    records = make_records(n_patients=20, per_patient=3)
+    plan = plan_folds(records, 10, seed=1)
+    assert set(plan.fold_of_patient.values()) == set(range(10))
+    for k in range(10):
+        train, val, test = plan.split(k)
+        assert not (train & val or train & test or val & test)
+        assert len(train | val | test) == 20
+        folds = lambda ps: {plan.fold_of_patient[p] for p in ps}  # noqa: E731
+        assert (len(folds(train)), len(folds(val)), len(folds(test))) == (7, 2, 1)
+    with pytest.raises(ValueError, match="cannot fill"):
+        plan_folds(make_records(n_patients=4), 10)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_trains_saves_loads_and_predicts(stage, tmp_path):
+    profile = smoke()
+    records = make_records()
+    unit, train, val = stage_training(stage, profile.configs, records[:20], records[20:])
+    before = {k: v.clone() for k, v in unit.model.state_dict().items()}
+    result = fit(unit, train, val, profile.settings[stage], tmp_path / "run", progress=False)
+    changed = [k for k, v in unit.model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert changed and np.isfinite(result.history[0]["train_loss"])
+    assert (tmp_path / "run" / "metrics.csv").is_file() and (tmp_path / "run" / "checkpoint.pt").is_file()
+    save_bundle(tmp_path / "bundle", {stage: unit.model}, profile.configs, {"test": True})
+    models, configs, manifest = load_bundle(tmp_path / "bundle")
+    for k, v in unit.model.state_dict().items():
+        assert torch.equal(models[stage].state_dict()[k], v)
+    assert manifest["stages"][stage]["sha256"] and manifest["stages"][stage]["spacing_handling"]
+    boxes = [r.box for r in records[:3]]
+    preds = predict_slices(models, configs, [r.image for r in records[:3]], [r.spacing for r in records[:3]],
+                           boxes=boxes, min_box_score=0.0)
+    assert len(preds) == 3
+    if stage == "level":
+        assert all(p.level in ("rootlet", "cord") and 0.5 <= p.level_probability <= 1 for p in preds)
+    if stage == "segmenter":
+        assert all(p.dsca_mm2 is not None and p.dsca_mm2 >= 0 for p in preds)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+    profile = smoke()
+    records = make_records()
+    settings = replace(profile.settings["level"], epochs=3)
+
+    def run(folder, epochs, resume):
+        torch.manual_seed(0)
+        unit, train, val = stage_training("level", profile.configs, records[:20], records[20:])
+        return fit(unit, train, val, replace(settings, epochs=epochs), folder, resume=resume, progress=False)
+
+    whole = run(tmp_path / "whole", 3, False)
+    run(tmp_path / "cut", 2, False)  # "killed" after epoch 2
+    resumed = run(tmp_path / "cut", 3, True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["train_loss"] == pytest.approx(whole.history[-1]["train_loss"], rel=1e-5)
+    for k, v in whole.best_state.items():
+        assert torch.allclose(v.float(), resumed.best_state[k].float(), atol=1e-6), k
+
+
+def _one_bundle(tmp_path):
+    profile = smoke()
+    save_bundle(tmp_path, {"grade": build_model("grade", profile.configs)}, profile.configs, {})
+    return json.loads((tmp_path / "manifest.json").read_text())
+
+
+def test_bundle_refuses_changed_weights(tmp_path):
+    _one_bundle(tmp_path)
+    data = bytearray((tmp_path / "grade.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "grade.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256 does not match"):
+        load_bundle(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["stages"]["grade"].update(architecture="resnet18"), "architecture 'resnet18'"),
+        (lambda m: m["stages"]["grade"].update(labels=["A", "B", "C"]), "label map"),
+        (lambda m: m["configs"]["grade"].update(widths=[8, 8, 8, 8]), "weights do not fit"),
+        (lambda m: m.update(format="something-else"), "not a lss-grading-model-bundle"),
+        (lambda m: m["stages"]["grade"].update(file="../grade.safetensors"), "weights file missing"),
+    ],
+)
+def test_bundle_refuses_manifest_mismatches(tmp_path, edit, message):
+    manifest = _one_bundle(tmp_path)
+    edit(manifest)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path)
+
+
+def test_cross_validation_writes_fold_bundles_and_oof_predictions(tmp_path):
+    records = make_records(n_patients=6, per_patient=4)
+    request = CVRequest(stages=("level", "grade"), profile=smoke(), n_folds=3, final=True)
+    summary = run_cross_validation(records, request, tmp_path, progress=False)
+    assert sorted(summary["folds"]) == [0, 1, 2]
+    import pandas as pd
+
+    predictions = pd.concat(pd.read_csv(tmp_path / f"fold_{k:02d}" / "predictions.csv") for k in range(3))
+    assert sorted(predictions.case_id) == sorted(r.case_id for r in records)  # every case predicted once
+    assert set(predictions.level) <= {"rootlet", "cord"}
+    fold_of = json.loads((tmp_path / "folds.json").read_text())["fold_of_patient"]
+    assert all(fold_of[c.split("-")[0]] == f for c, f in zip(predictions.case_id, predictions.fold))
+    models, _, manifest = load_bundle(tmp_path / "final" / "bundle")
+    assert set(models) == {"level", "grade"} and manifest["provenance"]["fold"] is None
