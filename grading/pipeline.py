@@ -1,8 +1,107 @@
-"""The grading pipeline (detector -> level -> grade + segmenter); built in the grade-study issue."""
+"""grade-study's pipeline: study -> axial series -> stages -> per-slice rows and per-level summary."""
 from __future__ import annotations
 
-from grading.cli.common import EXIT_USAGE, CommandError
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
+from grading.dicom.series import Series, SliceHeader
+from grading.levels import assign_levels, summarise_levels
+from stages.inference import SlicePrediction, predict_slices
+from stages.patches import paste_patch
+from stages.records import GRADE_NAMES, normalise_intensity
+from stages.training import StageConfigs
+
+#: Below this detector score a slice is reported as 'no canal', never graded.
+MIN_BOX_SCORE = 0.5
 
 
-def grade_studies(args, bundle) -> int:
-    raise CommandError(f"model bundle {bundle} found, but this build grades dry runs only (--dry-run)", EXIT_USAGE)
+@dataclass
+class StudyGrading:
+    study_dir: Path
+    scan: StudyScan
+    series: Series
+    headers: list[SliceHeader]
+    images: list[np.ndarray]  # normalised, for overlays
+    predictions: list[SlicePrediction]
+    sac_masks: list[np.ndarray | None]  # bool, slice grid
+    slices: list[dict]
+    levels: list[dict]
+    level_method: str
+    skipped: list[SkippedFile]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[float | None, float | None]:
+    """Antero-posterior (along rows) and medio-lateral (along columns) extent of the sac, mm."""
+    if mask is None or not mask.any():
+        return None, None
+    rows, cols = np.nonzero(mask)
+    return (float(rows.max() - rows.min() + 1) * spacing[0], float(cols.max() - cols.min() + 1) * spacing[1])
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, mask, level_name: str) -> dict:
+    ap, ml = _diameters(mask, header.pixel_spacing)
+    probs = pred.grade_probabilities or [None] * len(GRADE_NAMES)
+    box = pred.box if pred.box is not None else (None,) * 4
+    return {
+        "instance_number": header.instance_number,
+        "sop_uid": header.sop_uid,
+        "position_mm": round(float(position), 3),
+        "level_name": level_name,
+        **{k: _rounded(v, 2) for k, v in zip(("box_x0", "box_y0", "box_x1", "box_y1"), box)},
+        "detector_score": _rounded(pred.box_score, 4),
+        "level": pred.level,
+        "level_probability": _rounded(pred.level_probability, 4),
+        "grade": pred.grade,
+        "grade_probability": _rounded(max(pred.grade_probabilities), 4) if pred.grade_probabilities else None,
+        **{f"p_{g}": _rounded(p, 4) for g, p in zip(GRADE_NAMES, probs)},
+        "dsca_mm2": _rounded(pred.dsca_mm2, 2),
+        "ap_diameter_mm": _rounded(ap, 2),
+        "ml_diameter_mm": _rounded(ml, 2),
+    }
+
+
+def grade_series(study_dir: Path, scan: StudyScan, models: dict, configs: StageConfigs,
+                 device: str | torch.device = "cpu", min_box_score: float = MIN_BOX_SCORE) -> StudyGrading:
+    timings = {}
+    start = time.perf_counter()
+    series = scan.selected
+    pixels = load_series_pixels(series)
+    images = [normalise_intensity(img) for img in pixels.images]
+    timings["decode_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    predictions = predict_slices(models, configs, images, [h.pixel_spacing for h in pixels.headers],
+                                 min_box_score=min_box_score, device=device)
+    timings["models_s"] = time.perf_counter() - start
+    by_sop = dict(zip((s.sop_uid for s in series.slices), series.positions_mm()))
+    positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
+    masks = [paste_patch(p.sac_probability, p.sac_geometry, img.shape) >= 0.5 if p.sac_probability is not None else None
+             for p, img in zip(predictions, images)]
+    assignment = assign_levels(pixels.headers, positions)
+    slices = [_slice_row(h, pos, p, m, name)
+              for h, pos, p, m, name in zip(pixels.headers, positions, predictions, masks, assignment.names)]
+    return StudyGrading(study_dir, scan, series, pixels.headers, images, predictions, masks, slices,
+                        summarise_levels(slices, assignment.names), assignment.method,
+                        scan.skipped + pixels.skipped, timings)
+
+
+def grade_study(study_dir: Path | str, models: dict, configs: StageConfigs, series_uid: str | None = None,
+                device: str | torch.device = "cpu", progress: bool = False) -> StudyGrading | None:
+    """Grade the selected series of one study folder; None when it has no gradable series."""
+    start = time.perf_counter()
+    scan = scan_study(study_dir, series_uid=series_uid, progress=progress)
+    scan_seconds = time.perf_counter() - start
+    if scan.selected is None:
+        return None
+    result = grade_series(Path(study_dir), scan, models, configs, device)
+    result.timings["scan_s"] = scan_seconds
+    return result

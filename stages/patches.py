@@ -59,3 +59,22 @@ def extract_patches(image: np.ndarray, geometries: list[PatchGeometry], mode: st
     source = source.expand(len(geometries), 1, rows, cols)
     out = F.grid_sample(source, torch.stack(grids), mode=mode, padding_mode="zeros", align_corners=False)
     return out[:, 0].numpy()
+
+
+def paste_patch(patch: np.ndarray, geometry: PatchGeometry, shape: tuple[int, int]) -> np.ndarray:
+    """Resample a patch map (e.g. sac probability) back onto the slice grid; 0 outside the patch."""
+    rows, cols = shape
+    out = np.zeros(shape, np.float32)
+    x_end, y_end = geometry.x0 + geometry.size * geometry.step, geometry.y0 + geometry.size * geometry.step
+    c0, c1 = max(0, int(np.floor(geometry.x0))), min(cols, int(np.ceil(x_end)) + 1)
+    r0, r1 = max(0, int(np.floor(geometry.y0))), min(rows, int(np.ceil(y_end)) + 1)
+    if c0 >= c1 or r0 >= r1:
+        return out
+    x = torch.arange(c0, c1, dtype=torch.float32)
+    y = torch.arange(r0, r1, dtype=torch.float32)
+    gx = (x + 0.5 - geometry.x0) / (geometry.size * geometry.step) * 2 - 1
+    gy = (y + 0.5 - geometry.y0) / (geometry.size * geometry.step) * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+    source = torch.from_numpy(np.ascontiguousarray(patch, np.float32))[None, None]
+    out[r0:r1, c0:c1] = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0].numpy()
+    return out

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--series", metavar="UID", help="grade this SeriesInstanceUID instead of the automatic choice")
     p.add_argument("--dry-run", action="store_true", help="list series and the one that would be graded; load no model")
-    p.add_argument("--json", action="store_true", help="print JSON to stdout")
+    p.add_argument("--json", action="store_true", help="print JSON to stdout (report.json when grading)")
     return p
 
 
@@ -61,7 +61,7 @@ def _main(argv: list[str] | None) -> int:
     bundle = find_model_bundle(args.models)
     if bundle is None:
         raise CommandError(NO_BUNDLE, EXIT_USAGE)
-    from grading.pipeline import grade_studies  # imported late: dry runs never load torch models
+    from grading.cli.study_run import grade_studies  # imported late: dry runs never load torch models
 
     return grade_studies(args, bundle)
 

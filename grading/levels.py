@@ -1,0 +1,85 @@
+"""Group a graded series into stacks and levels, and summarise each level.
+
+Angled lumbar protocols acquire one short stack per disc; each stack is then a level, named from
+the caudal end (L5/S1, L4/L5, ...) by count and order. A single contiguous stack carries no such
+landmark: its slices are grouped into 36-mm windows from the caudal end and numbered, not named.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from grading.dicom.series import SliceHeader
+
+DISC_NAMES_FROM_CAUDAL = ("L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2", "T12/L1", "T11/T12")
+WINDOW_MM = 36.0  # about one lumbar segment (vertebral body + disc)
+GRADE_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
+
+
+def split_stacks(headers: list[SliceHeader], positions: np.ndarray, max_angle_deg: float = 2.0) -> list[list[int]]:
+    """Indices of consecutive slices sharing an orientation and regular spacing."""
+    if not headers:
+        return []
+    gaps = np.abs(np.diff(positions))
+    typical = float(np.median(gaps)) if len(gaps) else 0.0
+    stacks, current = [], [0]
+    for i in range(1, len(headers)):
+        cos = float(np.clip(np.dot(headers[i].normal, headers[i - 1].normal), -1, 1))
+        same_plane = np.degrees(np.arccos(abs(cos))) <= max_angle_deg
+        regular = typical == 0 or gaps[i - 1] <= 1.6 * typical
+        if same_plane and regular:
+            current.append(i)
+        else:
+            stacks.append(current)
+            current = [i]
+    stacks.append(current)
+    return stacks
+
+
+@dataclass
+class LevelAssignment:
+    names: list[str]  # one per slice
+    method: str  # how the names were given, for the report
+
+
+def assign_levels(headers: list[SliceHeader], positions: np.ndarray) -> LevelAssignment:
+    """A level name for every slice (series order: head first)."""
+    stacks = split_stacks(headers, positions)
+    names = [""] * len(headers)
+    if len(stacks) >= 2:
+        for k, stack in enumerate(reversed(stacks)):
+            name = DISC_NAMES_FROM_CAUDAL[k] if k < len(DISC_NAMES_FROM_CAUDAL) else f"stack {len(stacks) - k}"
+            for i in stack:
+                names[i] = name
+        return LevelAssignment(names, f"{len(stacks)} angled stacks, named by order from the most caudal (assumed "
+                                      "L5/S1); check against a sagittal localizer")
+    caudal = float(positions.min())
+    for i, p in enumerate(positions):
+        names[i] = f"window {int((p - caudal) // WINDOW_MM) + 1}"
+    return LevelAssignment(names, f"one contiguous stack: slices grouped into {WINDOW_MM:.0f}-mm windows from the "
+                                  "caudal end (window 1); anatomical names need angled stacks or a sagittal localizer")
+
+
+def summarise_levels(slices: list[dict], names: list[str]) -> list[dict]:
+    """Per level: worst grade with its probability and slice, smallest DSCA and its slice."""
+    out = []
+    for name in dict.fromkeys(names):  # keeps series order
+        rows = [s for s, n in zip(slices, names) if n == name]
+        graded = [s for s in rows if s["grade"]]
+        measured = [s for s in rows if s["dsca_mm2"] is not None]
+        worst = max(graded, key=lambda s: (GRADE_ORDER[s["grade"]], s["grade_probability"]), default=None)
+        smallest = min(measured, key=lambda s: s["dsca_mm2"], default=None)
+        out.append({
+            "level": name,
+            "n_slices": len(rows),
+            "n_rootlet": sum(s["level"] == "rootlet" for s in rows),
+            "n_cord": sum(s["level"] == "cord" for s in rows),
+            "n_no_canal": sum(s["level"] == "no canal" for s in rows),
+            "worst_grade": worst["grade"] if worst else "",
+            "worst_grade_probability": worst["grade_probability"] if worst else None,
+            "worst_grade_instance": worst["instance_number"] if worst else None,
+            "min_dsca_mm2": smallest["dsca_mm2"] if smallest else None,
+            "min_dsca_instance": smallest["instance_number"] if smallest else None,
+        })
+    return out

@@ -1,0 +1,102 @@
+"""grade-study's outputs for one study: CSV tables, report.json, overlays and an HTML report."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from grading.pipeline import StudyGrading
+from grading.reports.overlays import write_overlay
+
+SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
+                 "detector_score", "level", "level_probability", "grade", "grade_probability", "p_A", "p_B", "p_C",
+                 "p_D", "dsca_mm2", "ap_diameter_mm", "ml_diameter_mm")
+
+
+def overlay_name(index: int, row: dict) -> str:
+    number = row["instance_number"] if isinstance(row["instance_number"], int) else index + 1
+    return f"overlays/slice_{index + 1:03d}_instance_{number}.png"
+
+
+def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, deidentify: bool = False) -> dict:
+    series = result.series
+    return {
+        "study": result.study_dir.name,
+        "series": {"series_uid": series.uid, "description": series.description, "orientation": series.orientation,
+                   "weighting": series.weighting, "n_slices": len(result.headers),
+                   "pixel_spacing_mm": list(series.pixel_spacing)},
+        "level_assignment": result.level_method,
+        "levels": result.levels,
+        "slices": result.slices,
+        "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.skipped],
+        "models": {"bundle": str(bundle), "provenance": {k: bundle_provenance.get(k) for k in
+                                                        ("rater", "profile", "seed", "fold")}},
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "note": "Research software: not for clinical decisions without a radiologist's review.",
+    }
+
+
+def _caption(row: dict) -> list[str]:
+    level = row["level"]
+    text = [f"instance {row['instance_number']}  {row['level_name']}  position {row['position_mm']:.1f} mm"]
+    if level == "rootlet":
+        text.append(f"rootlet level ({row['level_probability']:.2f})  Schizas {row['grade']} ({row['grade_probability']:.2f})")
+    else:
+        prob = row["level_probability"]
+        text.append(f"{level}" + (f" ({prob:.2f})" if prob is not None else ""))
+    if row["dsca_mm2"] is not None:
+        text.append(f"DSCA {row['dsca_mm2']:.0f} mm²  AP {row['ap_diameter_mm']} mm  ML {row['ml_diameter_mm']} mm")
+    return text
+
+
+def write_study_outputs(result: StudyGrading, report: dict, folder: Path) -> dict[str, Path]:
+    """Write everything into ``folder`` (a fresh temporary folder that the caller renames)."""
+    written = {}
+    pd.DataFrame(result.slices, columns=list(SLICE_COLUMNS)).to_csv(folder / "slices.csv", index=False)
+    pd.DataFrame(result.levels).to_csv(folder / "levels.csv", index=False)
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    (folder / "overlays").mkdir(exist_ok=True)
+    overlays = []
+    for i, (row, image, mask) in enumerate(zip(result.slices, result.images, result.sac_masks)):
+        if row["level"] == "no canal":
+            continue
+        box = None if row["box_x0"] is None else (row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"])
+        name = overlay_name(i, row)
+        write_overlay(folder / name, image, box, mask, _caption(row), row["grade"])
+        overlays.append((name, row))
+    (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
+    for name in ("slices.csv", "levels.csv", "report.json", "report.html"):
+        written[name] = folder / name
+    written["overlays"] = folder / "overlays"
+    return written
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
+    series = report["series"]
+    levels = [[lv["level"], lv["n_slices"], lv["n_rootlet"], lv["n_cord"], lv["n_no_canal"], lv["worst_grade"],
+               lv["worst_grade_probability"], lv["worst_grade_instance"], lv["min_dsca_mm2"], lv["min_dsca_instance"]]
+              for lv in report["levels"]]
+    figures = "".join(
+        f"<figure><img src='{html.escape(name)}' loading='lazy' alt='slice {row['instance_number']}'>"
+        f"<figcaption>{html.escape(' | '.join(_caption(row)))}</figcaption></figure>" for name, row in overlays)
+    skipped = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in report["skipped"])
+    style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
+             "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
+             "figcaption{font-size:12px;max-width:650px}a{color:#9cf}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Stenosis grading: {html.escape(report['study'])}"
+            f"</title><style>{style}</style></head><body><h1>Lumbar stenosis grading: {html.escape(report['study'])}</h1>"
+            f"<p>Series {html.escape(series['description'])} ({series['n_slices']} slices, {series['weighting']} "
+            f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>"
+            f"<h2>Per level</h2>{_table(levels, ['level', 'slices', 'rootlet', 'cord', 'no canal', 'worst grade', 'probability', 'on instance', 'smallest DSCA (mm²)', 'on instance'])}"
+            f"<h2>Slices</h2><p>Box and sac outline in red; grade colour A green, B yellow, C orange, D red.</p>"
+            f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>"
+            f"<p><em>{html.escape(report['note'])}</em></p></body></html>")

@@ -1,0 +1,118 @@
+"""Train the stages on a phantom cohort and measure them on held-out folds against the truth.
+
+    uv run python scripts/bench_stages.py --patients 40 --folds 10 --eval-folds 0,1 -o /tmp/bench
+
+Prints canal box IoU, level accuracy, grade accuracy and macro-F1, sac Dice, DSCA MAE and Pearson
+r over the test slices of the folds run, with training wall time and images/s per stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.metrics import f1_score
+
+from grading.labels import TRAINING_COLUMNS, read_label_table
+from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.training_data import load_training_data
+from stages.bundle import load_bundle
+from stages.cross_validation import CVRequest, run_cross_validation
+from stages.inference import predict_slices
+from stages.patches import extract_patches
+from stages.predict import box_iou
+from stages.profiles import PROFILES
+from stages.trainer import seed_everything
+
+TARGETS = {"box_iou50": 0.98, "level_accuracy": 0.95, "grade_accuracy": 0.90, "grade_f1_macro": 0.80,
+           "dice": 0.90, "dsca_mae_mm2": 10.0, "dsca_pearson_r": 0.98}
+
+
+def evaluate(records, models, configs) -> dict:
+    preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records],
+                           boxes=[r.box for r in records])
+    ious = [box_iou(p.box, r.box) if p.box else 0.0 for r, p in zip(records, preds) if r.box]
+    level = [(r.level, p.level) for r, p in zip(records, preds) if r.level in ("rootlet", "cord")]
+    graded = [(r.grade, p.grade) for r, p in zip(records, preds) if r.level == "rootlet" and p.grade]
+    dice, areas = [], []
+    for r, p in zip(records, preds):
+        if p.sac_probability is None or r.mask is None or r.level != "rootlet":
+            continue
+        truth = extract_patches(r.mask.astype(np.float32), [p.sac_geometry])[0] >= 0.5
+        pred = p.sac_probability >= 0.5
+        dice.append(2 * (truth & pred).sum() / max(truth.sum() + pred.sum(), 1))
+        areas.append((r.dsca_mm2, p.dsca_mm2))
+    out = {"n_slices": len(records)}
+    if ious:
+        out.update(box_iou50=float(np.mean(np.array(ious) >= 0.5)), box_iou_mean=float(np.mean(ious)))
+    if level:
+        out["level_accuracy"] = float(np.mean([a == b for a, b in level]))
+    if graded:
+        truth, pred = zip(*graded)
+        out.update(grade_accuracy=float(np.mean(np.array(truth) == np.array(pred))),
+                   grade_f1_macro=float(f1_score(truth, pred, average="macro", labels=sorted(set(truth)))),
+                   n_graded=len(graded))
+    if areas:
+        a, b = np.array(areas, float).T
+        out.update(dice=float(np.mean(dice)), dsca_mae_mm2=float(np.mean(np.abs(a - b))),
+                   dsca_pearson_r=float(stats.pearsonr(a, b)[0]))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", type=Path, default=Path("/tmp/bench_stages"))
+    p.add_argument("--patients", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--eval-folds", default="0,1", help="folds to train and test (all: 0..folds-1)")
+    p.add_argument("--stages", default="detector,level,grade,segmenter")
+    p.add_argument("--rater", default="truth")
+    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    args = p.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    seed_everything(args.seed)
+    cohort = args.output / "cohort"
+    if not (cohort / "labels.csv").is_file():
+        generate_cohort(cohort, CohortConfig(args.patients, args.seed))
+    labels = read_label_table(cohort / "labels.csv", required=TRAINING_COLUMNS)
+    data = load_training_data(labels, cohort / "dicom", args.rater, cohort)
+    folds = tuple(int(f) for f in args.eval_folds.split(","))
+    request = CVRequest(stages=tuple(args.stages.split(",")), profile=PROFILES[args.profile](args.seed),
+                        n_folds=args.folds, folds=folds, final=False, seed=args.seed)
+    start = time.perf_counter()
+    summary = run_cross_validation(data.records, request, args.output / "run")
+    wall = time.perf_counter() - start
+    plan = json.loads((args.output / "run" / "folds.json").read_text())["fold_of_patient"]
+    test = [r for r in data.records if plan[r.patient] in folds]
+    results = {}
+    for fold in folds:
+        models, configs, _ = load_bundle(args.output / "run" / f"fold_{fold:02d}" / "bundle")
+        results[fold] = evaluate([r for r in test if plan[r.patient] == fold], models, configs)
+    weights = np.array([results[f]["n_slices"] for f in folds], float)
+    print(f"\nphantom cohort: {args.patients} patients, {len(data.records)} slices; rater {args.rater}; "
+          f"profile {args.profile}; folds {folds} of {args.folds}; {torch.get_num_threads()} threads")
+    print(f"{'metric':18s} {'held-out':>9s} {'target':>8s}")
+    for key, target in TARGETS.items():
+        values = [results[f].get(key) for f in folds]
+        if any(v is None for v in values):
+            continue
+        value = float(np.average(values, weights=weights))
+        ok = value <= target if key.endswith("mm2") else value >= target
+        print(f"{key:18s} {value:9.4f} {target:8.2f}  {'ok' if ok else 'MISSED'}")
+    print(f"\n{'stage':10s} {'train s/fold':>12s} {'images/s':>9s} {'epochs':>6s}")
+    for stage in request.stages:
+        secs = np.mean([summary["folds"][f]["stages"][stage]["train_seconds"] for f in folds])
+        ips = np.mean([summary["folds"][f]["stages"][stage]["images_per_s"] for f in folds])
+        print(f"{stage:10s} {secs:12.1f} {ips:9.1f} {summary['folds'][folds[0]]['stages'][stage]['epochs']:6d}")
+    print(f"wall time, training and evaluation of {len(folds)} folds: {wall:.0f} s")
+    (args.output / "bench_results.json").write_text(json.dumps({"per_fold": results, "summary": summary}, indent=1,
+                                                              default=float))
+
+
+if __name__ == "__main__":
+    main()
