@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from grading.pipeline import StudyGrading
+from grading.reports.dicom_objects import write_dicom_objects
 from grading.reports.overlays import write_overlay
 
 SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
@@ -69,6 +70,7 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path) -> dic
     (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
     for name in ("slices.csv", "levels.csv", "report.json", "report.html"):
         written[name] = folder / name
+    written.update(write_dicom_objects(result, folder))
     written["overlays"] = folder / "overlays"
     return written
 

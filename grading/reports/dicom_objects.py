@@ -1,0 +1,126 @@
+"""DICOM outputs that PACS viewers show next to the study: a SEG of the dural sac masks and an
+SR measurement report (TID 1500) with each graded slice's sac area and Schizas grade.
+
+Codes: SNOMED CT and UCUM from pydicom's dictionaries where a concept exists there; the dural sac
+and the Schizas grades have no such code, so they use a private scheme ``99LSS`` (DICOM PS3.16
+allows local schemes with the ``99`` prefix) declared in the objects' coding-scheme list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from grading.pipeline import StudyGrading
+
+SCHEME = "99LSS"
+DURAL_SAC = Code("DURALSAC", SCHEME, "Dural sac")
+SCHIZAS_GRADE = Code("SCHIZAS", SCHEME, "Schizas stenosis grade")
+SPINAL_LEVEL = Code("SPLEVEL", SCHEME, "Spinal canal content")
+GRADE_CODES = {
+    "A": Code("SCHIZAS-A", SCHEME, "Schizas A: no or minor stenosis"),
+    "B": Code("SCHIZAS-B", SCHEME, "Schizas B: moderate stenosis"),
+    "C": Code("SCHIZAS-C", SCHEME, "Schizas C: severe stenosis"),
+    "D": Code("SCHIZAS-D", SCHEME, "Schizas D: extreme stenosis"),
+}
+LEVEL_CODES = {"rootlet": Code("ROOTLETS", SCHEME, "Nerve rootlets (cauda equina)"),
+               "cord": codes.SCT.SpinalCord}
+MANUFACTURER = "lss-grading"
+SOFTWARE_VERSION = "0.1.0"
+
+
+def _algorithm() -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(name="lss-grading", version=SOFTWARE_VERSION,
+                                              family=codes.cid7162.ArtificialIntelligence)
+
+
+def _sources(result: StudyGrading) -> list[pydicom.Dataset]:
+    """Source image headers (no pixels) in series order."""
+    return [pydicom.dcmread(h.path, stop_before_pixels=True, force=h.read_with_force) for h in result.headers]
+
+
+def build_segmentation(result: StudyGrading, sources: list[pydicom.Dataset]) -> hd.seg.Segmentation | None:
+    frames = [i for i, m in enumerate(result.sac_masks) if m is not None and m.any()]
+    if not frames:
+        return None
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="dural sac",
+        segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=DURAL_SAC,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=_algorithm(),
+        anatomic_regions=[codes.SCT.SpinalCanalStructure],
+    )
+    return hd.seg.Segmentation(
+        source_images=[sources[i] for i in frames],
+        pixel_array=np.stack([result.sac_masks[i] for i in frames]).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=9901,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name="dural sac segmenter",
+        software_versions=SOFTWARE_VERSION,
+        device_serial_number="0",
+        series_description="Dural sac (lss-grading)",
+    )
+
+
+def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset]) -> hd.sr.Comprehensive3DSR | None:
+    groups = []
+    for i, (row, source) in enumerate(zip(result.slices, sources)):
+        if row["level"] == "no canal" or row["box_x0"] is None:
+            continue
+        x0, y0, x1, y1 = row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"]
+        region = hd.sr.ImageRegion(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+            graphic_data=np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], float),
+            source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+        )
+        measurements = []
+        if row["dsca_mm2"] is not None:
+            measurements.append(hd.sr.Measurement(name=codes.SCT.Area, value=float(row["dsca_mm2"]),
+                                                  unit=codes.UCUM.SquareMillimeter, algorithm_id=hd.sr.AlgorithmIdentification(
+                                                      name="lss-grading segmenter", version=SOFTWARE_VERSION)))
+        evaluations = [hd.sr.QualitativeEvaluation(SPINAL_LEVEL, LEVEL_CODES[row["level"]])]
+        if row["grade"]:
+            evaluations.append(hd.sr.QualitativeEvaluation(SCHIZAS_GRADE, GRADE_CODES[row["grade"]]))
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"slice {i + 1} canal"),
+            referenced_region=region,
+            finding_type=codes.SCT.Stenosis,
+            finding_sites=[hd.sr.FindingSite(codes.SCT.SpinalCanalStructure)],
+            measurements=measurements or None,
+            qualitative_evaluations=evaluations,
+        ))
+    if not groups:
+        return None
+    context = hd.sr.ObservationContext(observer_person_context=None, observer_device_context=hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=hd.UID(), name=MANUFACTURER)))
+    report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.cid100.MRIUnspecifiedBodyRegion,
+                                     imaging_measurements=groups)
+    return hd.sr.Comprehensive3DSR(evidence=sources, content=report[0], series_instance_uid=hd.UID(), series_number=9902,
+                                   sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+                                   series_description="Stenosis grading (lss-grading)")
+
+
+def write_dicom_objects(result: StudyGrading, folder: Path) -> dict[str, Path]:
+    sources = _sources(result)
+    written = {}
+    seg = build_segmentation(result, sources)
+    if seg is not None:
+        seg.save_as(folder / "dural_sac_seg.dcm")
+        written["seg"] = folder / "dural_sac_seg.dcm"
+    sr = build_measurement_report(result, sources)
+    if sr is not None:
+        sr.save_as(folder / "measurements_sr.dcm")
+        written["sr"] = folder / "measurements_sr.dcm"
+    return written

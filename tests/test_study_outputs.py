@@ -1,0 +1,168 @@
+"""grade-study's outputs: tables, report, overlays, DICOM SEG and SR, levels, atomic writes, CLI."""
+from __future__ import annotations
+
+import json
+
+import highdicom as hd
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from grading.cli.study import main as grade_study
+from grading.cli.train import main as grade_train
+from grading.dicom import load_series_pixels, scan_study
+from grading.levels import assign_levels, split_stacks, summarise_levels
+from grading.outputs import replace_folder, safe_name
+from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.pipeline import StudyGrading, _slice_row
+from grading.reports.study_report import SLICE_COLUMNS, build_report, write_study_outputs
+from stages.inference import SlicePrediction
+from study_factory import AXIAL, series_slices, write_plain
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    generate_cohort(root, CohortConfig(patients=3, seed=4, workers=1), progress=False)
+    return root
+
+
+def truth_result(root, pid="PH0001") -> StudyGrading:
+    """A grading result whose 'predictions' are the phantom's truth: outputs are then known."""
+    scan = scan_study(root / "dicom" / pid)
+    pixels = load_series_pixels(scan.selected)
+    truth = pd.read_csv(root / "labels.csv", keep_default_na=False)
+    truth = truth[(truth.rater == "truth") & (truth.study_id == pid)].set_index("sop_uid")
+    predictions, masks = [], []
+    for h in pixels.headers:
+        row = truth.loc[h.sop_uid]
+        level = row.level if row.level != "other" else "rootlet"
+        grade = row.grade or ("A" if level == "rootlet" else "")
+        predictions.append(SlicePrediction(
+            box=(row.box_x0, row.box_y0, row.box_x1, row.box_y1), box_score=0.99, level=level, level_probability=0.9,
+            grade=grade, grade_probabilities=[0.9 if g == grade else 0.1 / 3 for g in "ABCD"] if grade else [],
+            dsca_mm2=float(row.dsca_mm2)))
+        masks.append(np.asarray(Image.open(root / row["mask"])) > 0)
+    positions = scan.selected.positions_mm()
+    assignment = assign_levels(pixels.headers, positions)
+    rows = [_slice_row(h, p, pred, m, n) for h, p, pred, m, n in
+            zip(pixels.headers, positions, predictions, masks, assignment.names)]
+    return StudyGrading(root / "dicom" / pid, scan, scan.selected, pixels.headers, pixels.images, predictions, masks,
+                        rows, summarise_levels(rows, assignment.names), assignment.method, [])
+
+
+def test_tables_report_overlays(cohort, tmp_path):
+    result = truth_result(cohort)
+    report = build_report(result, tmp_path / "bundle", {"rater": "A1"})
+    written = write_study_outputs(result, report, tmp_path)
+    slices = pd.read_csv(written["slices.csv"])
+    assert tuple(slices.columns) == SLICE_COLUMNS and len(slices) == len(result.headers)
+    assert slices.position_mm.is_monotonic_decreasing
+    rootlet = slices[slices.level == "rootlet"]
+    assert (rootlet.ap_diameter_mm > 4).all() and (rootlet.ml_diameter_mm > rootlet.ap_diameter_mm * 0.8).all()
+    levels = pd.read_csv(written["levels.csv"])
+    worst = slices.dropna(subset=["grade"]).grade.max()
+    assert levels.worst_grade.dropna().max() == worst
+    smallest = levels.min_dsca_mm2.min()
+    assert smallest == pytest.approx(rootlet.dsca_mm2.min())
+    saved = json.loads(written["report.json"].read_text())
+    assert {"study", "series", "level_assignment", "levels", "slices", "skipped", "models"} <= set(saved)
+    overlays = sorted((tmp_path / "overlays").glob("*.png"))
+    assert len(overlays) == len(slices) and Image.open(overlays[0]).size[0] == 650
+    html_text = written["report.html"].read_text()
+    assert all(p.name in html_text for p in overlays)
+
+
+def test_seg_and_sr_read_back_with_references_codes_and_units(cohort, tmp_path):
+    result = truth_result(cohort)
+    written = write_study_outputs(result, build_report(result, tmp_path, {}), tmp_path)
+    source_uids = [h.sop_uid for h in result.headers]
+    seg = hd.seg.segread(written["seg"])
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentLabel == "dural sac"
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "DURALSAC"
+    referenced = [r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    assert sorted(referenced) == sorted(source_uids)
+    assert seg.NumberOfFrames == len(source_uids)
+    sr = hd.sr.srread(written["sr"])
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    groups = sr.content.get_planar_roi_measurement_groups()
+    assert len(groups) == len(source_uids)
+    slices = pd.read_csv(written["slices.csv"]).set_index("sop_uid")
+    for group in groups:
+        sop = group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID  # the region's image
+        area = group.get_measurements()[0]
+        assert (area.name.value, area.unit.value, area.unit.scheme_designator) == ("42798000", "mm2", "UCUM")
+        assert area.value == pytest.approx(slices.loc[sop, "dsca_mm2"], abs=0.01)
+        evaluations = {q.name.value: q.value.value for q in group.get_qualitative_evaluations()}
+        if slices.loc[sop, "level"] == "rootlet":
+            assert evaluations["SCHIZAS"] == f"SCHIZAS-{slices.loc[sop, 'grade']}"
+    evidence = [r.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in s.ReferencedSeriesSequence for r in series.ReferencedSOPSequence]
+    assert sorted(evidence) == sorted(source_uids)
+
+
+def test_levels_from_angled_stacks_and_single_stacks(tmp_path):
+    tilt = lambda a: (1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(-np.sin(a)))  # noqa: E731
+    headers = []
+    for k, angle in enumerate((0.25, 0.1, -0.15)):  # three disc stacks, head first
+        for ds, _ in series_slices(f"stack{k}", 3, orientation=tilt(angle), step_mm=4.0):
+            ds.ImagePositionPatient = [0.0, 0.0, 100.0 - 45 * k - 4 * (ds.InstanceNumber - 1)]
+            ds.InstanceNumber = 3 * k + ds.InstanceNumber
+            ds.SeriesInstanceUID = "1.2.3"
+            write_plain(ds, tmp_path / "angled" / f"{ds.InstanceNumber}.dcm")
+    scan = scan_study(tmp_path / "angled")
+    positions = scan.selected.positions_mm()
+    assert [len(s) for s in split_stacks(scan.selected.slices, positions)] == [3, 3, 3]
+    names = assign_levels(scan.selected.slices, positions).names
+    assert names == ["L3/L4"] * 3 + ["L4/L5"] * 3 + ["L5/S1"] * 3
+    for ds, _ in series_slices("contiguous", 20, orientation=AXIAL):
+        write_plain(ds, tmp_path / "single" / f"{ds.InstanceNumber}.dcm")
+    single = scan_study(tmp_path / "single").selected
+    assignment = assign_levels(single.slices, single.positions_mm())
+    assert assignment.names[-1] == "window 1" and assignment.names[0] == "window 3"
+    assert "not" in assignment.method or "need" in assignment.method
+
+
+def test_replace_folder_keeps_old_outputs_when_writing_fails(tmp_path):
+    target = tmp_path / "out"
+    replace_folder(target, lambda f: (f / "slices.csv").write_text("old"))
+
+    def broken(folder):
+        (folder / "slices.csv").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        replace_folder(target, broken)
+    assert (target / "slices.csv").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
+    replace_folder(target, lambda f: (f / "slices.csv").write_text("new"))
+    assert (target / "slices.csv").read_text() == "new"
+
+
+def test_safe_names():
+    assert safe_name("../../etc") == "etc"
+    assert safe_name("Patient^Name 1.2.840/x") == "Patient_Name_1.2.840_x"
+    assert safe_name("....") == "study"
+
+
+def test_grade_study_end_to_end_with_a_smoke_bundle(cohort, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert grade_train(["--labels", str(cohort / "labels.csv"), "--images", str(cohort / "dicom"), "--rater", "truth",
+                        "--folds", "3", "--only-folds", "0", "--profile", "smoke", "-o", str(run)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "graded"
+    assert grade_study([str(cohort / "dicom" / "PH0002"), "--models", str(run / "final" / "bundle"),
+                        "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["series"]["n_slices"] == len(pd.read_csv(out / "slices.csv"))
+    assert (out / "report.html").is_file() and (out / "levels.csv").is_file()
+    (tmp_path / "empty").mkdir()
+    assert grade_study([str(tmp_path / "empty"), "--models", str(run / "final" / "bundle"), "-o", str(tmp_path / "x")]) == 3
+    manifest = json.loads((run / "final" / "bundle" / "manifest.json").read_text())
+    del manifest["stages"]["segmenter"]
+    (run / "final" / "bundle" / "manifest.json").write_text(json.dumps(manifest))
+    assert grade_study([str(cohort / "dicom" / "PH0002"), "--models", str(run / "final" / "bundle")]) == 2
+    assert "lacks the segmenter" in capsys.readouterr().err
