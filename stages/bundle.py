@@ -152,3 +152,39 @@ def load_bundle(folder: Path | str, stages: typing.Iterable[str] | None = None,
             raise BundleError(f"{path}: weights do not fit the {expected} architecture ({first})") from None
         models[stage] = model.to(device).eval()
     return models, configs, manifest
+
+
+def combine_bundles(folder: Path | str, sources: dict[str, Path | str]) -> Path:
+    """One bundle from stages trained in different runs, e.g. a shared detector and segmenter
+    with one rater's classifiers. ``sources`` maps each stage to the bundle it comes from."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    configs: dict = {}
+    entries, provenance = {}, {}
+    for stage, source in sources.items():
+        manifest = read_manifest(source)
+        if stage not in manifest["stages"]:
+            raise BundleError(f"{source}: has no {stage} model")
+        entry = manifest["stages"][stage]
+        shutil.copyfile(Path(source) / entry["file"], folder / entry["file"])
+        entries[stage] = entry
+        provenance[stage] = manifest["provenance"]
+        fields = {"detector": ["detector"], "level": ["level", "classifier_patch"], "grade": ["grade", "classifier_patch"],
+                  "segmenter": ["segmenter", "segmenter_patch", "segmenter_loss"]}[stage]
+        for name in fields:
+            if name in configs and configs[name] != manifest["configs"][name]:
+                raise BundleError(f"{source}: {stage}'s {name} settings differ from another part's")
+            configs[name] = manifest["configs"][name]
+        configs.setdefault("augment", manifest["configs"]["augment"])
+    base = asdict(StageConfigs())
+    base.update(configs)
+    manifest = {"format": FORMAT, "version": VERSION, "stages": entries, "configs": base,
+                "provenance": {"combined_from": {s: str(Path(p).resolve()) for s, p in sources.items()},
+                               "stages": provenance}}
+    tmp = folder / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, folder / "manifest.json")
+    load_bundle(folder)  # refuse to leave a bundle that does not load
+    return folder

@@ -1,59 +1,155 @@
 """grade-demo: the whole workflow on a phantom cohort, cached in the user cache folder.
 
-Phantom cohort -> (training, grading: once the stages exist) -> agreement study; prints where each
-output is. Reruns reuse what is already there.
+1. a phantom cohort (raters truth, A1, A2) and one held-out phantom study;
+2. a detector and a segmenter trained once on A1's boxes and the sac masks (shared, to save time);
+3. Classifier1 on A1's labels and Classifier2 on A2's, each with 10-fold cross-validation;
+4. grade-study on the held-out study with the detector, segmenter and Classifier1;
+5. the agreement study on the out-of-fold predictions: A1-A2, A1-C1, A2-C2, as in the paper.
+
+Reruns reuse every step whose inputs have not changed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from grading.cli.agreement import run_agreement
-from grading.cli.common import run_command
-from grading.dicom import scan_study
-from grading.labels import read_label_table
-from grading.models_location import user_cache_dir
-from grading.phantom.cohort import CohortConfig, generate_cohort
+import numpy as np
+import pandas as pd
+
+from grading.cli.agreement import main as grade_agreement
+from grading.cli.common import CommandError, run_command
+from grading.cli.study import main as grade_study
+from grading.cli.train import main as grade_train
+from grading.models_location import demo_bundle_dir, user_cache_dir
+from grading.phantom.cohort import CohortConfig, generate_cohort, generate_patient
 from grading.phantom.montage import make_montage
 from grading.reports.atomic import write_json_atomic
+from stages.bundle import combine_bundles
+
+HELD_OUT_SEED = 1_000_003
+
+
+def _stamp_matches(folder: Path, wanted: dict) -> bool:
+    stamp = folder / "demo-stamp.json"
+    return stamp.is_file() and json.loads(stamp.read_text()) == wanted
 
 
 def ensure_cohort(folder: Path, config: CohortConfig) -> Path:
     """The cohort's label table, generating the cohort unless an identical one is already there."""
-    stamp = folder / "demo-cohort.json"
     wanted = {"patients": config.patients, "seed": config.seed}
-    labels = folder / "labels.csv"
-    if labels.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
-        return labels
-    labels = generate_cohort(folder, config)
-    make_montage(folder, folder / "montage.png")
-    write_json_atomic(stamp, wanted)
-    return labels
+    if not _stamp_matches(folder, wanted):
+        generate_cohort(folder, config)
+        make_montage(folder, folder / "montage.png")
+        write_json_atomic(folder / "demo-stamp.json", wanted)
+    return folder / "labels.csv"
+
+
+def ensure_held_out(folder: Path) -> Path:
+    """One phantom study no model has seen, with its truth, for grade-study."""
+    if not _stamp_matches(folder, {"seed": HELD_OUT_SEED}):
+        rows, _ = generate_patient(folder, 1, HELD_OUT_SEED)
+        pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+        write_json_atomic(folder / "demo-stamp.json", {"seed": HELD_OUT_SEED})
+    return folder / "dicom" / "PH0001"
+
+
+def ensure_training(run: Path, argv: list[str]) -> None:
+    """Run grade-train unless this run folder already finished with the same arguments."""
+    if _stamp_matches(run, {"argv": argv}):
+        print(f"grade-demo: reusing {run}")
+        return
+    if run.exists():
+        shutil.rmtree(run)
+    code = grade_train(argv + ["-o", str(run)])
+    if code != 0:
+        raise CommandError(f"grade-train failed for {run} (exit {code})")
+    write_json_atomic(run / "demo-stamp.json", {"argv": argv})
+
+
+def compare_with_truth(slices_csv: Path, truth_csv: Path) -> dict:
+    """The held-out study's grading against its phantom truth."""
+    slices = pd.read_csv(slices_csv, keep_default_na=False)
+    truth = pd.read_csv(truth_csv, keep_default_na=False)
+    truth = truth[truth.rater == "truth"].set_index("sop_uid")
+    both = slices.join(truth[["level", "grade", "dsca_mm2"]], on="sop_uid", rsuffix="_truth")
+    usable = both[both.level_truth.isin(["rootlet", "cord"])]
+    graded = usable[(usable.level_truth == "rootlet") & (usable.level == "rootlet")]
+    areas = graded[graded.dsca_mm2 != ""]
+    return {
+        "slices": len(slices),
+        "level_accuracy": float((usable.level == usable.level_truth).mean()) if len(usable) else None,
+        "grade_accuracy": float((graded.grade == graded.grade_truth).mean()) if len(graded) else None,
+        "dsca_mae_mm2": float(np.mean(np.abs(areas.dsca_mm2.astype(float) - areas.dsca_mm2_truth.astype(float))))
+        if len(areas) else None,
+    }
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _main(argv: list[str] | None) -> int:
-    p = argparse.ArgumentParser(prog="grade-demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="grade-demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=user_cache_dir() / "demo", help="working folder (default: user cache)")
-    p.add_argument("--patients", type=int, default=40)
+    p.add_argument("--patients", type=int, default=36)
+    p.add_argument("--folds", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", default="quick")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    cohort_dir = args.dir / "cohort"
-    labels = ensure_cohort(cohort_dir, CohortConfig(patients=args.patients, seed=args.seed))
-    held_out = sorted((cohort_dir / "dicom").iterdir())[-1]
-    scan = scan_study(held_out)
-    written = run_agreement([read_label_table(labels)], [("A1", "A2"), ("truth", "A1"), ("truth", "A2")],
-                            args.dir / "agreement")
-    print(f"\ngrade-demo finished in {time.perf_counter() - start:.0f} s")
-    print(f"  phantom cohort:   {cohort_dir}  ({args.patients} patients, labels {labels.name})")
-    print(f"  phantom montage:  {cohort_dir / 'montage.png'}")
-    print(f"  held-out study:   {held_out}  ({len(scan.selected.slices)} slices in the selected series)")
-    print(f"  agreement report: {written['report.html']}")
-    print(f"  agreement.json:   {written['agreement.json']}")
-    print("  model training and grading are not part of this build yet: grade-study runs --dry-run only")
+    timings = {}
+    labels = ensure_cohort(args.dir / "cohort", CohortConfig(patients=args.patients, seed=args.seed))
+    images = labels.parent / "dicom"
+    held_out = ensure_held_out(args.dir / "held_out")
+    timings["phantoms"] = time.perf_counter() - start
+    common = ["--labels", str(labels), "--images", str(images), "--profile", args.profile, "--seed", str(args.seed),
+              "--folds", str(args.folds)]
+    t = time.perf_counter()
+    ensure_training(args.dir / "shared", common + ["--rater", "A1", "--stages", "detector,segmenter", "--final-only"])
+    timings["detector and segmenter"] = time.perf_counter() - t
+    for rater in ("A1", "A2"):
+        t = time.perf_counter()
+        ensure_training(args.dir / f"classifier_{rater}",
+                        common + ["--rater", rater, "--stages", "level,grade"])
+        timings[f"classifiers {rater}"] = time.perf_counter() - t
+    bundle = combine_bundles(args.dir / "models", {
+        "detector": args.dir / "shared" / "final" / "bundle", "segmenter": args.dir / "shared" / "final" / "bundle",
+        "level": args.dir / "classifier_A1" / "final" / "bundle", "grade": args.dir / "classifier_A1" / "final" / "bundle"})
+    # grade-study finds the demo bundle without --models; only the default demo installs it there.
+    installed = bundle.resolve() == demo_bundle_dir().resolve()
+    t = time.perf_counter()
+    graded = args.dir / "graded" / "held_out"
+    if grade_study([str(held_out), "--models", str(bundle), "-o", str(graded)]) != 0:
+        raise CommandError("grade-study failed on the held-out study")
+    timings["grade-study"] = time.perf_counter() - t
+    t = time.perf_counter()
+    agreement = args.dir / "agreement"
+    tables = [str(labels), str(args.dir / "classifier_A1" / "oof_predictions.csv"),
+              str(args.dir / "classifier_A2" / "oof_predictions.csv")]
+    if grade_agreement(tables + ["--pair", "A1:A2", "--pair", "A1:C1", "--pair", "A2:C2", "-o", str(agreement)]) != 0:
+        raise CommandError("grade-agreement failed")
+    timings["agreement"] = time.perf_counter() - t
+    check = compare_with_truth(graded / "slices.csv", held_out.parent.parent / "labels.csv")
+    summary = {r["task"] + " " + r["rater_a"] + "-" + r["rater_b"]: (r.get("accuracy"), r.get("f1_macro"))
+               for r in json.loads((agreement / "agreement.json").read_text()) if r["task"] != "dsca"}
+    print(f"\ngrade-demo finished in {time.perf_counter() - start:.0f} s "
+          f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
+    print(f"  phantom cohort:     {labels.parent}  ({args.patients} patients; montage.png shows the grades)")
+    print(f"  held-out study:     {held_out}")
+    print(f"  its grading:        {graded / 'report.html'}")
+    print(f"    against truth:    level accuracy {_fmt(check['level_accuracy'], 3)}, "
+          f"grade accuracy {_fmt(check['grade_accuracy'], 3)}, DSCA MAE {_fmt(check['dsca_mae_mm2'], 1)} mm²")
+    print(f"  model bundle:       {bundle}" + ("  (grade-study uses it without --models)" if installed else ""))
+    print(f"  agreement study:    {agreement / 'report.html'}")
+    for key, (accuracy, f1) in summary.items():
+        print(f"    {key:18s} accuracy {_fmt(accuracy * 100, 1)}%  F1 {_fmt(f1 and f1 * 100, 1)}%")
+    write_json_atomic(args.dir / "demo-summary.json", {"timings_s": timings, "held_out_vs_truth": check,
+                                                       "agreement": summary})
     return 0
 
 

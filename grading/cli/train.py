@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--only-folds", help="run just these folds, e.g. 0,1 (one job per fold; merge with --merge)")
     p.add_argument("--no-final", action="store_true", help="skip the model trained on all patients")
+    p.add_argument("--final-only", action="store_true", help="train only the model on all patients (no folds)")
     p.add_argument("--merge", action="store_true", help="only merge existing fold predictions into oof_predictions.csv")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     p.add_argument("--segmenter", choices=ARCHITECTURES, help="segmenter architecture (default: the profile's)")
@@ -84,6 +85,8 @@ def _main(argv: list[str] | None) -> int:
             profile = replace(profile, configs=replace(configs, segmenter=segmenter,
                                                        segmenter_loss=args.segmenter_loss or configs.segmenter_loss))
         folds = tuple(int(f) for f in args.only_folds.split(",")) if args.only_folds else None
+        if args.final_only:
+            folds = ()
         request = CVRequest(stages=stages, profile=profile, n_folds=args.folds, folds=folds, final=not args.no_final,
                             seed=args.seed, backbone_weights=args.backbone_weights, resume=args.resume,
                             provenance={"rater": args.rater, "profile": args.profile, "seed": args.seed,
@@ -97,9 +100,10 @@ def _main(argv: list[str] | None) -> int:
         for fold, info in summary["folds"].items():
             scores = ", ".join(f"{s} {m['best_val_score']:.3f}" for s, m in info["stages"].items())
             print(f"  fold {fold}: best validation {scores} ({info['seconds']:.0f} s)")
-    oof = oof_table(merge_fold_predictions(out), labels, args.rater, name)
-    write_label_table(oof, out / "oof_predictions.csv")
-    print(f"out-of-fold predictions ({name}): {out / 'oof_predictions.csv'}")
+    if any(out.glob("fold_*/predictions.csv")):
+        oof = oof_table(merge_fold_predictions(out), labels, args.rater, name)
+        write_label_table(oof, out / "oof_predictions.csv")
+        print(f"out-of-fold predictions ({name}): {out / 'oof_predictions.csv'}")
     if (out / "final" / "bundle" / "manifest.json").is_file():
         print(f"final model bundle: {out / 'final' / 'bundle'}")
     return 0
