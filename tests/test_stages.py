@@ -199,3 +199,24 @@ def test_cross_validation_writes_fold_bundles_and_oof_predictions(tmp_path):
     assert all(fold_of[c.split("-")[0]] == f for c, f in zip(predictions.case_id, predictions.fold))
     models, _, manifest = load_bundle(tmp_path / "final" / "bundle")
     assert set(models) == {"level", "grade"} and manifest["provenance"]["fold"] is None
+
+
+def test_combined_bundle_takes_each_stage_from_its_run(tmp_path):
+    profile = smoke()
+    wide = replace(profile.configs, grade=VGGConfig((4, 8, 8, 8), num_outputs=4))
+    save_bundle(tmp_path / "a", {"detector": build_model("detector", profile.configs),
+                                 "segmenter": build_model("segmenter", profile.configs)}, profile.configs, {"run": "a"})
+    grade_model = build_model("grade", wide)
+    save_bundle(tmp_path / "b", {"level": build_model("level", wide), "grade": grade_model}, wide, {"run": "b"})
+    from stages.bundle import combine_bundles
+
+    combine_bundles(tmp_path / "c", {"detector": tmp_path / "a", "segmenter": tmp_path / "a",
+                                     "level": tmp_path / "b", "grade": tmp_path / "b"})
+    models, configs, manifest = load_bundle(tmp_path / "c")
+    assert set(models) == set(STAGES) and configs.grade.widths == (4, 8, 8, 8)
+    assert torch.equal(models["grade"].fc.weight, grade_model.fc.weight)
+    assert manifest["provenance"]["stages"]["grade"]["run"] == "b"
+    clash = replace(profile.configs, classifier_patch=PatchConfig(size=48))
+    save_bundle(tmp_path / "d", {"grade": build_model("grade", clash)}, clash, {})
+    with pytest.raises(BundleError, match="classifier_patch settings differ"):
+        combine_bundles(tmp_path / "e", {"level": tmp_path / "b", "grade": tmp_path / "d"})
