@@ -96,10 +96,10 @@ def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="grade-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", type=Path, default=user_cache_dir() / "demo", help="working folder (default: user cache)")
-    p.add_argument("--patients", type=int, default=36)
+    p.add_argument("--patients", type=int, default=32)
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="demo", help="training profile (demo: quick with fewer epochs)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     timings = {}
