@@ -41,7 +41,7 @@ def spacing_handling(stage: str, configs: StageConfigs) -> str:
     text = (f"square patch around the canal box, side (1 + 2 x {patch.margin}) x the box's longer side, "
             f"resampled to {patch.size} x {patch.size} px")
     if stage == "segmenter":
-        text += "; DSCA = sum of sac probabilities x patch pixel area from PixelSpacing (row x column)"
+        text += "; DSCA = sac pixels (probability >= 0.5) x patch pixel area from PixelSpacing (row x column)"
     return text
 
 

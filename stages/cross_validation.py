@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,6 @@ class CVRequest:
 def _settings(request: CVRequest, stage: str, n_train_patients: int):
     settings = request.profile.settings[stage]
     if stage == "detector" and request.profile.detector_slices_per_patient:
-        from dataclasses import replace
-
         settings = replace(settings, samples_per_epoch=request.profile.detector_slices_per_patient * n_train_patients)
     return settings
 

@@ -11,7 +11,7 @@ import torch
 
 from stages.detector import detect
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
-from stages.predict import area_from_probabilities, classify, segment
+from stages.predict import mask_area, classify, segment
 from stages.records import GRADE_NAMES, LEVEL_NAMES
 from stages.training import StageConfigs
 
@@ -69,7 +69,7 @@ def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, im
         seg_patches = np.stack([extract_patches(images[i], [g])[0] for i, g in zip(to_segment, geometries)])
         probs = segment(models["segmenter"], seg_patches, device=device)
         pixel_areas = np.array([g.pixel_area_mm2(spacings[i]) for i, g in zip(to_segment, geometries)])
-        areas = area_from_probabilities(probs, pixel_areas)
+        areas = mask_area(probs, pixel_areas)
         for i, g, prob, area in zip(to_segment, geometries, probs, areas):
             out[i].sac_probability, out[i].sac_geometry, out[i].dsca_mm2 = prob, g, float(area)
     return out

@@ -37,7 +37,11 @@ class TrainSettings:
 
 @dataclass
 class StageTraining:
-    """What differs between stages: the loss of a batch and the validation score (higher is better)."""
+    """What differs between stages: the loss of a batch and the validation metrics.
+
+    ``evaluate`` returns ``score`` (higher is better; drives the lr schedule and the best epoch)
+    and optionally ``tiebreak``, which decides between epochs of equal score.
+    """
 
     name: str
     model: nn.Module
@@ -77,6 +81,7 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.lr_factor,
                                                            patience=settings.plateau_patience)
     start_epoch, best_score, best_epoch = 0, -math.inf, -1
+    best_rank = (-math.inf, -math.inf)  # (score, tiebreak): equal scores go to the better tiebreak
     best_state = _copy_state(model)
     history: list[dict] = []
     checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
@@ -86,6 +91,7 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_rank = tuple(state.get("best_rank", (best_score, -math.inf)))
         best_state = state["best_state"]
         history = _read_history(run_dir / "metrics.csv")[:start_epoch]
     n_samples = settings.samples_per_epoch or len(train)
@@ -119,25 +125,27 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         metrics = stage.evaluate(model, val)
         score = float(metrics["score"])
         scheduler.step(score)
-        if score > best_score:
-            best_score, best_epoch, best_state = score, epoch, _copy_state(model)
+        rank = (score, float(metrics.get("tiebreak", 0.0)))
+        if rank > best_rank:
+            best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                **{f"val_{k}": float(v) for k, v in metrics.items()}, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 2), "images_per_s": round(len(loader) * settings.batch_size / max(seconds, 1e-9), 2)}
         history.append(row)
         if run_dir is not None:
-            _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_score, best_epoch, best_state)
+            _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state)
             _write_history(run_dir / "metrics.csv", history)
     model.load_state_dict(best_state)
     return FitResult(best_state, best_score, best_epoch, history, total_seconds,
                      total_images / total_seconds if total_seconds else 0.0)
 
 
-def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_score, best_epoch, best_state) -> None:
+def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state}, tmp)
+                "epoch": epoch, "best_score": best_rank[0], "best_rank": list(best_rank), "best_epoch": best_epoch,
+                "best_state": best_state}, tmp)
     tmp.replace(path)
 
 

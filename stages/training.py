@@ -12,7 +12,7 @@ from stages.augment import AugmentConfig, detection_augment, patch_augment, patc
 from stages.datasets import DetectionData, PatchConfig, PatchData, detection_collate
 from stages.detector import DetectorConfig, build_detector, detect
 from stages.losses import segmentation_loss
-from stages.predict import area_from_probabilities, box_iou, classify, segment
+from stages.predict import mask_area, box_iou, classify, segment
 from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
 from stages.segmenters import Segmenter, SegmenterConfig
 from stages.trainer import StageTraining
@@ -55,7 +55,8 @@ def _evaluate_detector(input_size: int):
         keep = [i for i, b in enumerate(data.boxes) if b is not None]
         found = detect(model, [data.images[i] for i in keep], input_size)
         ious = np.array([box_iou(d.box, data.boxes[i]) if d else 0.0 for d, i in zip(found, keep)])
-        return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": float(ious.mean()) if len(ious) else 0.0}
+        mean_iou = float(ious.mean()) if len(ious) else 0.0
+        return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": mean_iou, "tiebreak": mean_iou}
     return evaluate
 
 
@@ -75,8 +76,8 @@ def _evaluate_classifier(data: PatchData, model) -> dict:
     truth = np.asarray(data.labels)
     if not len(truth):
         return {"score": 0.0, "f1_macro": 0.0}
-    return {"score": float((predicted == truth).mean()),
-            "f1_macro": float(f1_score(truth, predicted, average="macro", labels=np.unique(truth)))}
+    f1 = float(f1_score(truth, predicted, average="macro", labels=np.unique(truth)))
+    return {"score": float((predicted == truth).mean()), "f1_macro": f1, "tiebreak": f1}
 
 
 def _segmenter_loss(name: str):
@@ -98,9 +99,10 @@ def _evaluate_segmenter(data: PatchData, model) -> dict:
     pred = probs >= 0.5
     inter = (pred & masks).sum((1, 2))
     dice = 2 * inter / np.maximum(pred.sum((1, 2)) + masks.sum((1, 2)), 1)
-    areas = area_from_probabilities(probs, np.asarray(data.area_per_pixel))
+    areas = mask_area(probs, np.asarray(data.area_per_pixel))
     truth = np.array([d if d is not None else np.nan for d in data.dsca], float)
-    return {"score": float(dice.mean()), "dsca_mae_mm2": float(np.nanmean(np.abs(areas - truth)))}
+    mae = float(np.nanmean(np.abs(areas - truth))) if np.isfinite(truth).any() else float("nan")
+    return {"score": float(dice.mean()), "dsca_mae_mm2": mae, "tiebreak": -mae if np.isfinite(mae) else 0.0}
 
 
 def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], val: list[SliceRecord],
