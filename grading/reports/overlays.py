@@ -4,12 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from functools import lru_cache
+
+from matplotlib import font_manager
+from PIL import Image, ImageDraw, ImageFont
 
 from grading.reports.atomic import write_atomic
 
 PANEL = 320
 GRADE_COLOURS = {"A": (80, 200, 120), "B": (250, 210, 60), "C": (250, 140, 40), "D": (230, 60, 60)}
+
+
+@lru_cache(maxsize=1)
+def _font() -> ImageFont.FreeTypeFont:
+    """DejaVu Sans from matplotlib's own files: it has the '²' that PIL's built-in font lacks."""
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 13)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -54,7 +63,7 @@ def render_overlay(image: np.ndarray, box, mask: np.ndarray | None, caption: lis
         draw.rectangle([PANEL + 10 + (x0 - c0) * zoom, (y0 - r0) * zoom, PANEL + 10 + (x1 - c0) * zoom,
                         (y1 - r0) * zoom], outline=colour, width=1)
     for k, line in enumerate(caption):
-        draw.text((6, PANEL + 6 + 18 * k), line, fill=(235, 235, 235))
+        draw.text((6, PANEL + 4 + 18 * k), line, fill=(235, 235, 235), font=_font())
     return canvas
 
 
