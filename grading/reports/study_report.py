@@ -88,8 +88,8 @@ def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
                lv["worst_grade_probability"], lv["worst_grade_instance"], lv["min_dsca_mm2"], lv["min_dsca_instance"]]
               for lv in report["levels"]]
     figures = "".join(
-        f"<figure><img src='{html.escape(name)}' loading='lazy' alt='slice {row['instance_number']}'>"
-        f"<figcaption>{html.escape(' | '.join(_caption(row)))}</figcaption></figure>" for name, row in overlays)
+        f"<figure><img src='{html.escape(name)}' loading='lazy' alt='{html.escape(' | '.join(_caption(row)))}'>"
+        "</figure>" for name, row in overlays)
     skipped = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in report["skipped"])
     style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
              "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
@@ -99,6 +99,6 @@ def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
             f"<p>Series {html.escape(series['description'])} ({series['n_slices']} slices, {series['weighting']} "
             f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>"
             f"<h2>Per level</h2>{_table(levels, ['level', 'slices', 'rootlet', 'cord', 'no canal', 'worst grade', 'probability', 'on instance', 'smallest DSCA (mm²)', 'on instance'])}"
-            f"<h2>Slices</h2><p>Box and sac outline in red; grade colour A green, B yellow, C orange, D red.</p>"
+            f"<h2>Slices</h2><p>Canal box in the grade's colour (A green, B yellow, C orange, D red; blue where not graded), dural sac outline in red.</p>"
             f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>"
             f"<p><em>{html.escape(report['note'])}</em></p></body></html>")
