@@ -83,7 +83,7 @@ def test_truth_is_anatomically_consistent(cohort):
     assert list(means.sort_values(ascending=False).index) == sorted(means.index)  # A largest ... D smallest
     if "A" in means:
         assert 130 < means["A"] < 240
-    for study, rows in truth.groupby("study_id", sort=False):
+    for _, rows in truth.groupby("study_id", sort=False):
         levels = [lv for lv in rows.level if lv != "other"]
         # head to foot: cord slices only above rootlet slices (the conus is crossed once)
         assert levels == sorted(levels, key=lambda lv: lv != "cord")

@@ -106,7 +106,6 @@ def test_seg_and_sr_read_back_with_references_codes_and_units(cohort, tmp_path):
 
 def test_levels_from_angled_stacks_and_single_stacks(tmp_path):
     tilt = lambda a: (1.0, 0.0, 0.0, 0.0, float(np.cos(a)), float(-np.sin(a)))  # noqa: E731
-    headers = []
     for k, angle in enumerate((0.25, 0.1, -0.15)):  # three disc stacks, head first
         for ds, _ in series_slices(f"stack{k}", 3, orientation=tilt(angle), step_mm=4.0):
             ds.ImagePositionPatient = [0.0, 0.0, 100.0 - 45 * k - 4 * (ds.InstanceNumber - 1)]
