@@ -7,6 +7,8 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from stages.atomic import write_atomic
+
 LABEL_COLUMNS = (
     "case_id", "study_id", "series_uid", "sop_uid", "rater", "level", "grade",
     "box_x0", "box_y0", "box_x1", "box_y1", "mask", "dsca_mm2",
@@ -112,6 +114,4 @@ def write_label_table(rows: Sequence[dict] | pd.DataFrame, path: Path | str) -> 
     path = Path(path)
     table = pd.DataFrame(rows)
     columns = [c for c in LABEL_COLUMNS if c in table.columns] + [c for c in table.columns if c not in LABEL_COLUMNS]
-    tmp = path.with_name(f".{path.name}.tmp")
-    table[columns].to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: table[columns].to_csv(tmp, index=False))

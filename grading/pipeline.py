@@ -98,7 +98,7 @@ def grade_study(study_dir: Path | str, models: dict, configs: StageConfigs, seri
                 device: str | torch.device = "cpu", progress: bool = False) -> StudyGrading | None:
     """Grade the selected series of one study folder; None when it has no gradable series."""
     start = time.perf_counter()
-    scan = scan_study(study_dir, series_uid=series_uid, progress=progress)
+    scan = scan_study(study_dir, series_uid=series_uid, progress=progress, verify_pixels=False)
     scan_seconds = time.perf_counter() - start
     if scan.selected is None:
         return None

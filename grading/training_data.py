@@ -34,7 +34,7 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
     rows = labels[labels.rater == rater]
     if rows.empty:
         raise ValueError(f"no rows for rater {rater!r} (the table has: {', '.join(sorted(set(labels.rater)))})")
-    scan = scan_study(images_root, progress=progress)
+    scan = scan_study(images_root, progress=progress, verify_pixels=False)
     by_sop = {s.sop_uid: s for series in scan.series for s in series.slices}
     records, missing = [], []
     for row in tqdm(rows.to_dict("records"), desc=f"loading {rater}'s slices", unit="slice", disable=None if progress else True):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import typing
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from stages.atomic import write_atomic, write_json_atomic
 from stages.training import LABEL_MAPS, STAGES, StageConfigs, build_model
 
 FORMAT = "lss-grading-model-bundle"
@@ -67,10 +67,9 @@ def save_bundle(folder: Path | str, models: dict[str, torch.nn.Module], configs:
     entries = {}
     for stage, model in models.items():
         path = folder / f"{stage}.safetensors"
-        tmp = folder / f".{stage}.safetensors.tmp"
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp), metadata={"stage": stage, "architecture": architecture_name(stage, configs)})
-        os.replace(tmp, path)
+        metadata = {"stage": stage, "architecture": architecture_name(stage, configs)}
+        write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
         entries[stage] = {
             "architecture": architecture_name(stage, configs),
             "file": path.name,
@@ -82,9 +81,7 @@ def save_bundle(folder: Path | str, models: dict[str, torch.nn.Module], configs:
         }
     manifest = {"format": FORMAT, "version": VERSION, "stages": entries, "configs": asdict(configs),
                 "provenance": provenance}
-    tmp = folder / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, folder / "manifest.json")
+    write_json_atomic(folder / "manifest.json", manifest)
     return folder
 
 
@@ -183,8 +180,6 @@ def combine_bundles(folder: Path | str, sources: dict[str, Path | str]) -> Path:
     manifest = {"format": FORMAT, "version": VERSION, "stages": entries, "configs": base,
                 "provenance": {"combined_from": {s: str(Path(p).resolve()) for s, p in sources.items()},
                                "stages": provenance}}
-    tmp = folder / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, folder / "manifest.json")
+    write_json_atomic(folder / "manifest.json", manifest)
     load_bundle(folder)  # refuse to leave a bundle that does not load
     return folder

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from stages.atomic import write_atomic
 from stages.bundle import save_bundle
-from stages.folds import FoldPlan, plan_folds
+from stages.folds import plan_folds
 from stages.inference import predict_slices
 from stages.profiles import Profile
 from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
@@ -89,12 +90,6 @@ def predictions_table(records: list[SliceRecord], models, configs, fold: int | N
     return pd.DataFrame(rows)
 
 
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
 def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir: Path | str,
                          progress: bool = True) -> dict:
     """Train and evaluate; returns (and writes as ``cv_summary.json``) what each fold measured."""
@@ -119,7 +114,7 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
                       "val_patients": sorted(val_p), "test_patients": sorted(test_p)}
         save_bundle(folder / "bundle", models, request.profile.configs, provenance, metrics)
         predictions = predictions_table(split["test"], models, request.profile.configs, fold)
-        _write_csv(predictions, folder / "predictions.csv")
+        write_atomic(folder / "predictions.csv", lambda tmp: predictions.to_csv(tmp, index=False))
         summary["folds"][fold] = {"stages": metrics, "seconds": round(time.perf_counter() - start, 1),
                                   "n_test": len(split["test"])}
     if request.final:
@@ -150,4 +145,4 @@ def merge_fold_predictions(out_dir: Path | str) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p, keep_default_na=False) for p in parts], ignore_index=True)
 
 
-__all__ = ["CVRequest", "FoldPlan", "merge_fold_predictions", "run_cross_validation", "train_stages"]
+__all__ = ["CVRequest", "merge_fold_predictions", "run_cross_validation", "train_stages"]

@@ -72,8 +72,6 @@ class PatchData(Dataset):
         if target not in ("level", "grade", "mask"):
             raise ValueError(target)
         keep = [r for r in records if r.box is not None and _has_target(r, target)]
-        self.case_ids = [r.case_id for r in keep]
-        self.patients = [r.patient for r in keep]
         geometries = [context_geometry(r.box, cfg) for r in keep]
         self.crops = [extract_patches(r.image, [g])[0] for r, g in zip(keep, geometries)]
         self.masks = ([extract_patches(r.mask.astype(np.float32), [g])[0] for r, g in zip(keep, geometries)]

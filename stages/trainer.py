@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
+from stages.atomic import write_atomic
 from stages.datasets import balanced_weights
 
 
@@ -141,22 +142,22 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
 
 
 def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "best_score": best_rank[0], "best_rank": list(best_rank), "best_epoch": best_epoch,
-                "best_state": best_state}, tmp)
-    tmp.replace(path)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "best_score": best_rank[0], "best_rank": list(best_rank), "best_epoch": best_epoch,
+             "best_state": best_state}
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
     fields = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(history)
+
+    write_atomic(path, write)
 
 
 def _read_history(path: Path) -> list[dict]:

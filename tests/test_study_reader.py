@@ -170,3 +170,12 @@ def test_missing_bundle_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert grade_study([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "grade-demo" in err
+
+
+def test_truncated_slice_is_skipped_at_decoding_when_not_verified(mixed_study):
+    root, expected = mixed_study
+    scan = scan_study(root, verify_pixels=False)
+    assert all("truncated" not in f.reason for f in scan.skipped)  # not read twice here ...
+    pixels = load_series_pixels(scan.selected)
+    assert [f.path for f in pixels.skipped] == [root / "a" / "trunc.dcm"]  # ... caught when decoded
+    assert len(pixels.images) == 9

@@ -14,7 +14,7 @@ from grading.cli.common import EXIT_USAGE, CommandError, run_command
 from grading.labels import LabelTableError, read_label_table
 from grading.reports.agreement_figures import area_scatter, bland_altman, confusion_heatmap
 from grading.reports.agreement_report import build_sections, render_html, render_markdown
-from grading.reports.atomic import write_json_atomic, write_text_atomic
+from stages.atomic import write_json_atomic, write_text_atomic
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from grading.cli.train import main as grade_train
 from grading.models_location import demo_bundle_dir, user_cache_dir
 from grading.phantom.cohort import CohortConfig, generate_cohort, generate_patient
 from grading.phantom.montage import make_montage
-from grading.reports.atomic import write_json_atomic
+from stages.atomic import write_json_atomic
 from stages.bundle import combine_bundles
 
 HELD_OUT_SEED = 1_000_003

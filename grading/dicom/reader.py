@@ -178,8 +178,14 @@ def scan_study(
     series_uid: str | None = None,
     limits: ScanLimits = ScanLimits(),
     progress: bool = False,
+    verify_pixels: bool = True,
 ) -> StudyScan:
-    """Read every file under ``root``; group images into series; select the series to grade."""
+    """Read every file under ``root``; group images into series; select the series to grade.
+
+    ``verify_pixels`` reads each file once more to catch truncated pixel data: a dry run needs
+    that to list them; callers that decode the pixels next turn it off, since decoding reports
+    such a file anyway and the extra read would be paid on every slice.
+    """
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
@@ -187,7 +193,7 @@ def scan_study(
     skipped: list[SkippedFile] = []
     for path in tqdm(iter_files(root), desc=f"reading {root.name}", unit="file", disable=None if progress else True):
         try:
-            header = read_slice_header(path, limits)
+            header = read_slice_header(path, limits, verify_pixels)
         except SkipFile as exc:
             skipped.append(SkippedFile(path, str(exc)))
             continue

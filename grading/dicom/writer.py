@@ -9,6 +9,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
 
+from stages.atomic import write_atomic
+
 
 _UID_NAMESPACE = uuid.UUID("6f0e3a51-4c1b-5d9e-9a57-2b5f7c1d0e84")
 
@@ -114,9 +116,7 @@ def mr_dataset(pixels: np.ndarray, spec: MRSliceSpec, bits_stored: int = 12) -> 
 
 def write_dataset(ds: Dataset, path: Path, **kwargs) -> None:
     """Write atomically: a reader never sees a half-written slice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=kwargs.pop("enforce_file_format", True), **kwargs)
-    tmp.replace(path)
+    kwargs.setdefault("enforce_file_format", True)
+    write_atomic(path, lambda tmp: ds.save_as(tmp, **kwargs))
 
 

@@ -1,7 +1,6 @@
 """Generate a phantom cohort: one axial T2 DICOM series per patient, masks and a label table."""
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from grading.labels import LABEL_COLUMNS, write_label_table
 from grading.phantom.anatomy import make_spine, series_positions, slice_anatomy
 from grading.phantom.raters import RATERS, rate_series
 from grading.phantom.render import Habitus, Scanner, render_slice
+from stages.atomic import write_json_atomic
 
 MATRICES = (256, 320, 384, 448, 512)
 
@@ -157,7 +157,5 @@ def generate_cohort(out_dir: Path | str, config: CohortConfig = CohortConfig(), 
     write_label_table(rows, labels)
     cohort = {"seed": config.seed, "patients": [summary for _, summary in results],
               "raters": ["truth"] + [r.name for r in RATERS], "columns": list(LABEL_COLUMNS)}
-    tmp = out_dir / ".cohort.json.tmp"
-    tmp.write_text(json.dumps(cohort, indent=1))
-    tmp.replace(out_dir / "cohort.json")
+    write_json_atomic(out_dir / "cohort.json", cohort)
     return labels

@@ -12,6 +12,8 @@ import pandas as pd  # noqa: E402
 import pydicom  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from stages.atomic import write_atomic  # noqa: E402
+
 PANELS = (("rootlet", "A"), ("rootlet", "B"), ("rootlet", "C"), ("rootlet", "D"), ("cord", ""), ("other", ""))
 TITLES = {"A": "Schizas A", "B": "Schizas B", "C": "Schizas C", "D": "Schizas D", "cord": "cord level",
           "other": "other (metal)"}
@@ -57,9 +59,6 @@ def make_montage(cohort_dir: Path | str, out_png: Path | str) -> Path:
             ax.set_yticks([])
     fig.suptitle("grade-phantom: axial T2 slices (top) and the canal with the dural sac outlined (bottom)")
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    write_atomic(out_png, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
-    tmp.replace(out_png)
     return out_png

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from statsmodels.graphics.agreement import mean_diff_plot  # noqa: E402
 
-from grading.reports.atomic import write_atomic  # noqa: E402
+from stages.atomic import write_atomic  # noqa: E402
 
 TASK_TITLES = {"level": "rootlet / cord", "grade": "Schizas grade", "dsca": "dural sac area"}
 

@@ -9,7 +9,7 @@ from functools import lru_cache
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from grading.reports.atomic import write_atomic
+from stages.atomic import write_atomic
 
 PANEL = 320
 GRADE_COLOURS = {"A": (80, 200, 120), "B": (250, 210, 60), "C": (250, 140, 40), "D": (230, 60, 60)}

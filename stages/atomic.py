@@ -1,4 +1,7 @@
-"""Write files so that a reader sees the old version or the new one, never half of either."""
+"""Write files so that a reader sees the old version or the new one, never half of either.
+
+Lives in ``stages`` (the lowest layer) so that ``stages`` and ``grading`` share one copy.
+"""
 from __future__ import annotations
 
 import json
