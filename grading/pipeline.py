@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
+from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
 from grading.levels import assign_levels, summarise_levels
-from stages.inference import SlicePrediction, predict_slices
+from stages.inference import InferenceSettings, SlicePrediction, predict_slices
 from stages.patches import paste_patch
 from stages.records import GRADE_NAMES, normalise_intensity
 from stages.training import StageConfigs
@@ -70,17 +71,40 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, mask
     }
 
 
-def grade_series(study_dir: Path, scan: StudyScan, models: dict, configs: StageConfigs,
-                 device: str | torch.device = "cpu", min_box_score: float = MIN_BOX_SCORE) -> StudyGrading:
-    timings = {}
+@dataclass
+class LoadedSeries:
+    """A study's selected series, decoded and normalised: everything grading needs before the models."""
+    study_dir: Path
+    scan: StudyScan
+    pixels: SeriesPixels
+    images: list[np.ndarray]
+    timings: dict[str, float]
+
+
+def load_study(study_dir: Path | str, series_uid: str | None = None, progress: bool = False,
+               decode_workers: int = 2) -> LoadedSeries | None:
+    """Scan a study folder and decode its selected series; None when it has no gradable series."""
     start = time.perf_counter()
-    series = scan.selected
-    pixels = load_series_pixels(series)
+    scan = scan_study(study_dir, series_uid=series_uid, progress=progress, verify_pixels=False)
+    timings = {"scan_s": time.perf_counter() - start}
+    if scan.selected is None:
+        return None
+    start = time.perf_counter()
+    pixels = load_series_pixels(scan.selected, workers=decode_workers)
     images = [normalise_intensity(img) for img in pixels.images]
     timings["decode_s"] = time.perf_counter() - start
+    return LoadedSeries(Path(study_dir), scan, pixels, images, timings)
+
+
+def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, device: str | torch.device = "cpu",
+                 settings: InferenceSettings = InferenceSettings(),
+                 min_box_score: float = MIN_BOX_SCORE) -> StudyGrading:
+    """Run the stages on a decoded series and build its per-slice rows and per-level summary."""
+    timings = dict(loaded.timings)
+    pixels, images, series = loaded.pixels, loaded.images, loaded.scan.selected
     start = time.perf_counter()
     predictions = predict_slices(models, configs, images, [h.pixel_spacing for h in pixels.headers],
-                                 min_box_score=min_box_score, device=device)
+                                 min_box_score=min_box_score, device=device, settings=settings, timings=timings)
     timings["models_s"] = time.perf_counter() - start
     by_sop = dict(zip((s.sop_uid for s in series.slices), series.positions_mm()))
     positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
@@ -89,19 +113,14 @@ def grade_series(study_dir: Path, scan: StudyScan, models: dict, configs: StageC
     assignment = assign_levels(pixels.headers, positions)
     slices = [_slice_row(h, pos, p, m, name)
               for h, pos, p, m, name in zip(pixels.headers, positions, predictions, masks, assignment.names)]
-    return StudyGrading(study_dir, scan, series, pixels.headers, images, predictions, masks, slices,
+    return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
-                        scan.skipped + pixels.skipped, timings)
+                        loaded.scan.skipped + pixels.skipped, timings)
 
 
 def grade_study(study_dir: Path | str, models: dict, configs: StageConfigs, series_uid: str | None = None,
-                device: str | torch.device = "cpu", progress: bool = False) -> StudyGrading | None:
+                device: str | torch.device = "cpu", progress: bool = False,
+                settings: InferenceSettings = InferenceSettings()) -> StudyGrading | None:
     """Grade the selected series of one study folder; None when it has no gradable series."""
-    start = time.perf_counter()
-    scan = scan_study(study_dir, series_uid=series_uid, progress=progress, verify_pixels=False)
-    scan_seconds = time.perf_counter() - start
-    if scan.selected is None:
-        return None
-    result = grade_series(Path(study_dir), scan, models, configs, device)
-    result.timings["scan_s"] = scan_seconds
-    return result
+    loaded = load_study(study_dir, series_uid, progress)
+    return None if loaded is None else grade_loaded(loaded, models, configs, device, settings)

@@ -112,7 +112,18 @@ class Detection:
     score: float
 
 
-@torch.inference_mode()
+def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None,
+                         rpn_post_nms_top_n: int | None = None, detections_per_img: int | None = None) -> None:
+    """Change the test-time proposal and detection counts of a built detector (None keeps them)."""
+    if rpn_pre_nms_top_n is not None:
+        model.rpn._pre_nms_top_n["testing"] = rpn_pre_nms_top_n
+    if rpn_post_nms_top_n is not None:
+        model.rpn._post_nms_top_n["testing"] = rpn_post_nms_top_n
+    if detections_per_img is not None:
+        model.roi_heads.detections_per_img = detections_per_img
+
+
+@torch.no_grad()
 def detect(model: FasterRCNN, images: list[np.ndarray], input_size: int, batch_size: int = 8,
            device: str | torch.device = "cpu") -> list[Detection | None]:
     """The top-scoring canal box of each slice, or None where the detector found none."""
@@ -126,6 +137,6 @@ def detect(model: FasterRCNN, images: list[np.ndarray], input_size: int, batch_s
                 results.append(None)
                 continue
             best = int(torch.argmax(out["scores"]))
-            box = (out["boxes"][best].cpu().numpy() / scale).tolist()
+            box = (out["boxes"][best].float().cpu().numpy() / scale).tolist()
             results.append(Detection(tuple(float(v) for v in box), float(out["scores"][best])))
     return results

@@ -4,12 +4,15 @@ Used for out-of-fold predictions in cross-validation and by grade-study.
 """
 from __future__ import annotations
 
+import copy
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from stages.detector import detect
+from stages.detector import detect, set_detection_limits
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.predict import mask_area, classify, segment
 from stages.records import GRADE_NAMES, LEVEL_NAMES
@@ -29,13 +32,79 @@ class SlicePrediction:
     sac_geometry: PatchGeometry | None = None
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How the stages run, not what they compute: every default here matches torchvision's
+    default-settings run within the tolerance that tests/test_inference_settings.py states.
+
+    Detection limits suit one canal per slice: 200 proposals per FPN level before NMS, 50 after,
+    one detection (torchvision: 1000, 1000, 100). With 20 after NMS, as in training, boxes
+    moved on 18% of slices (IoU < 0.99 against the 1000-proposal box), with 50 on 11%; accuracy
+    against the phantom truth was the same for all (docs/PERFORMANCE.md). None keeps the
+    bundle's value. ``bf16`` (autocast) changes results more and is opt-in.
+    """
+    detector_batch: int = 8
+    patch_batch: int = 64
+    rpn_pre_nms_top_n: int | None = 200
+    rpn_post_nms_top_n: int | None = 50
+    detections_per_img: int | None = 1
+    channels_last: bool = True
+    bf16: bool = False
+    compile: bool = False
+    inference_mode: bool = True
+
+    @classmethod
+    def torchvision_defaults(cls) -> "InferenceSettings":
+        """One slice at a time with torchvision's own detection limits, as a plain script would run it."""
+        return cls(detector_batch=1, patch_batch=1, rpn_pre_nms_top_n=1000, rpn_post_nms_top_n=1000,
+                   detections_per_img=100, channels_last=False, inference_mode=False)
+
+
+def prepare_models(models: dict[str, torch.nn.Module], settings: InferenceSettings) -> dict[str, torch.nn.Module]:
+    """Copies of the models set up for ``settings`` (the originals are left as they are)."""
+    prepared = {}
+    for name, model in models.items():
+        model = copy.deepcopy(model).eval()
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if name == "detector":
+            set_detection_limits(model, settings.rpn_pre_nms_top_n, settings.rpn_post_nms_top_n,
+                                 settings.detections_per_img)
+            if settings.compile:  # the backbone only: fixed shapes, where nearly all the time goes
+                model.backbone = torch.compile(model.backbone)
+        elif settings.compile:
+            model = torch.compile(model)
+        prepared[name] = model
+    return prepared
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, key: str):
+    start = time.perf_counter()
+    yield
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
 def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, images: list[np.ndarray],
                    spacings: list[tuple[float, float]], boxes: list | None = None, min_box_score: float = 0.5,
-                   device: str | torch.device = "cpu") -> list[SlicePrediction]:
-    """Predictions for normalised slices. ``boxes`` stand in for the detector when it is absent."""
+                   device: str | torch.device = "cpu", settings: InferenceSettings = InferenceSettings(),
+                   timings: dict[str, float] | None = None) -> list[SlicePrediction]:
+    """Predictions for normalised slices. ``boxes`` stand in for the detector when it is absent.
+
+    ``timings`` (when given) gains the seconds spent in the detector, classifiers and segmenter.
+    """
+    grad_off = torch.inference_mode() if settings.inference_mode else torch.no_grad()
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings.bf16)
+    with grad_off, autocast:
+        return _predict(models, configs, images, spacings, boxes, min_box_score, device, settings, timings)
+
+
+def _predict(models, configs, images, spacings, boxes, min_box_score, device, settings, timings):
     if "detector" in models:
-        found = detect(models["detector"], images, configs.detector.input_size, device=device)
+        with _timed(timings, "detector_s"):
+            found = detect(models["detector"], images, configs.detector.input_size,
+                           batch_size=settings.detector_batch, device=device)
         located = [(d.box, d.score) if d is not None and d.score >= min_box_score else (None, d.score if d else None)
                    for d in found]
     elif boxes is not None:
@@ -53,13 +122,17 @@ def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, im
         patches = np.stack([extract_patches(images[i], [patch_geometry(out[i].box, cfg.size, cfg.margin)])[0]
                             for i in have_box])
     if "level" in models:
-        for i, p in zip(have_box, classify(models["level"], patches, device=device)):
+        with _timed(timings, "classifiers_s"):
+            level_probs = classify(models["level"], patches, settings.patch_batch, device)
+        for i, p in zip(have_box, level_probs):
             k = int(np.argmax(p))
             out[i].level, out[i].level_probability = LEVEL_NAMES[k], float(p[k])
     # SPEC: grade and sac area on rootlet slices (on every canal when levels are not classified).
     graded = [j for j, i in enumerate(have_box) if out[i].level in ("rootlet", "")]
     if graded and "grade" in models:
-        for j, p in zip(graded, classify(models["grade"], patches[graded], device=device)):
+        with _timed(timings, "classifiers_s"):
+            grade_probs = classify(models["grade"], patches[graded], settings.patch_batch, device)
+        for j, p in zip(graded, grade_probs):
             out[have_box[j]].grade = GRADE_NAMES[int(np.argmax(p))]
             out[have_box[j]].grade_probabilities = [float(v) for v in p]
     to_segment = [have_box[j] for j in graded]
@@ -67,7 +140,8 @@ def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, im
         seg_cfg = configs.segmenter_patch
         geometries = [patch_geometry(out[i].box, seg_cfg.size, seg_cfg.margin) for i in to_segment]
         seg_patches = np.stack([extract_patches(images[i], [g])[0] for i, g in zip(to_segment, geometries)])
-        probs = segment(models["segmenter"], seg_patches, device=device)
+        with _timed(timings, "segmenter_s"):
+            probs = segment(models["segmenter"], seg_patches, settings.patch_batch, device)
         pixel_areas = np.array([g.pixel_area_mm2(spacings[i]) for i, g in zip(to_segment, geometries)])
         areas = mask_area(probs, pixel_areas)
         for i, g, prob, area in zip(to_segment, geometries, probs, areas):

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 
-@torch.inference_mode()
 def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> list[torch.Tensor]:
+    """Runs under the caller's grad mode and autocast (see stages.inference.predict_slices)."""
     model.eval()
     outputs = []
     for start in range(0, len(patches), batch_size):
@@ -17,6 +17,7 @@ def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> 
     return outputs
 
 
+@torch.no_grad()
 def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device="cpu") -> np.ndarray:
     """Class probabilities (N, C). A one-logit binary head gives [P(class 0), P(class 1)]."""
     if len(patches) == 0:
@@ -28,6 +29,7 @@ def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device
     return torch.softmax(logits, 1).numpy()
 
 
+@torch.no_grad()
 def segment(model: nn.Module, patches: np.ndarray, batch_size: int = 32, device="cpu") -> np.ndarray:
     """Sac probability maps (N, P, P)."""
     if len(patches) == 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -11,9 +13,10 @@ from tqdm import tqdm
 
 from grading.cli.common import EXIT_NO_SERIES, EXIT_OK, EXIT_USAGE, CommandError
 from grading.outputs import replace_folder, safe_name
-from grading.pipeline import grade_study
+from grading.pipeline import LoadedSeries, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import BundleError, load_bundle
+from stages.inference import InferenceSettings, prepare_models
 
 
 def pick_device(choice: str) -> torch.device:
@@ -34,8 +37,33 @@ def output_folder(args: argparse.Namespace, study: Path, used: set[str]) -> Path
     return Path(args.output) / name if len(args.studies) > 1 else Path(args.output)
 
 
+def inference_settings(args: argparse.Namespace) -> InferenceSettings:
+    return InferenceSettings(bf16=args.bf16, compile=args.compile)
+
+
+def _load(study: Path, args: argparse.Namespace) -> LoadedSeries | None | str:
+    """One study scanned and decoded, or the one-line reason it cannot be graded."""
+    if not study.is_dir():
+        return f"{study}: not a folder"
+    loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1)
+    return loaded if loaded is not None else f"{study}: no gradable axial T2 series"
+
+
+def prefetched(studies: list[Path], args: argparse.Namespace) -> Iterator[tuple[Path, LoadedSeries | str]]:
+    """Studies in order, each read and decoded in a background thread while the one before it is
+    graded: reading is I/O and decoders that release the GIL, grading is torch's threads."""
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(_load, studies[0], args) if studies else None
+        for i, study in enumerate(studies):
+            loaded = pending.result()
+            pending = reader.submit(_load, studies[i + 1], args) if i + 1 < len(studies) else None
+            yield study, loaded
+
+
 def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
     device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         models, configs, manifest = load_bundle(bundle, stages=None, device=device)
     except BundleError as exc:
@@ -44,18 +72,17 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
     if missing:
         raise CommandError(f"{bundle}: the bundle lacks the {', '.join(sorted(missing))} stage(s) grade-study needs",
                            EXIT_USAGE)
+    settings = inference_settings(args)
+    models = prepare_models(models, settings)
     used: set[str] = set()
     graded = 0
-    for study in tqdm(args.studies, desc="studies", unit="study", disable=None if len(args.studies) > 1 else True):
-        study = Path(study)
-        if not study.is_dir():
-            print(f"grade-study: error: {study}: not a folder", file=sys.stderr)
+    studies = [Path(s) for s in args.studies]
+    for study, loaded in tqdm(prefetched(studies, args), total=len(studies), desc="studies", unit="study",
+                              disable=None if len(studies) > 1 else True):
+        if isinstance(loaded, str):
+            print(f"grade-study: error: {loaded}", file=sys.stderr)
             continue
-        result = grade_study(study, models, configs, series_uid=args.series, device=device,
-                             progress=not args.json)
-        if result is None:
-            print(f"grade-study: error: {study}: no gradable axial T2 series", file=sys.stderr)
-            continue
+        result = grade_loaded(loaded, models, configs, device, settings)
         report = build_report(result, bundle, manifest.get("provenance", {}))
         out = output_folder(args, study, used)
         replace_folder(out, lambda folder: write_study_outputs(result, report, folder))

@@ -1,6 +1,7 @@
 """Decode a series' pixels into float arrays in scanner units (RescaleSlope/Intercept applied)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +41,26 @@ def load_slice(header: SliceHeader) -> np.ndarray:
     return np.asarray(apply_rescale(pixels, ds), dtype=np.float32)
 
 
-def load_series_pixels(series: Series) -> SeriesPixels:
-    """Decode every slice; a slice that fails to decode is skipped with its reason, not fatal."""
+def _try_load(header: SliceHeader) -> np.ndarray | SkippedFile:
+    try:
+        return load_slice(header)
+    except Exception as exc:  # any decoder failure is a per-file problem
+        return SkippedFile(header.path, f"pixel data could not be decoded ({type(exc).__name__}: {exc})")
+
+
+def load_series_pixels(series: Series, workers: int = 1) -> SeriesPixels:
+    """Decode every slice, in ``workers`` threads (the decoders release the GIL); a slice that
+    fails to decode is skipped with its reason, not fatal."""
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = list(pool.map(_try_load, series.slices))
+    else:
+        loaded = [_try_load(h) for h in series.slices]
     headers, images, skipped = [], [], []
-    for header in series.slices:
-        try:
-            images.append(load_slice(header))
+    for header, item in zip(series.slices, loaded):
+        if isinstance(item, SkippedFile):
+            skipped.append(item)
+        else:
             headers.append(header)
-        except Exception as exc:  # any decoder failure is a per-file problem
-            skipped.append(SkippedFile(header.path, f"pixel data could not be decoded ({type(exc).__name__}: {exc})"))
+            images.append(item)
     return SeriesPixels(headers=headers, images=images, skipped=skipped)

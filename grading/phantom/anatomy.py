@@ -157,12 +157,12 @@ def slice_anatomy(spine: Spine, s: float, rng: np.random.Generator) -> SliceAnat
     )
 
 
-def series_positions(spine: Spine, rng: np.random.Generator) -> np.ndarray:
-    """Slice positions (s, mm) of one 4-mm axial series of 15-46 slices ending in the sacrum region.
-
-    Longer series reach up past the conus into the cord, as in the paper's cohort.
+def series_positions(spine: Spine, rng: np.random.Generator, n_slices: int | None = None) -> np.ndarray:
+    """Slice positions (s, mm) of one 4-mm axial series of 15-46 slices (or ``n_slices``) ending in
+    the sacrum region. Longer series reach up past the conus into the cord, as in the paper's cohort.
     """
-    n = int(rng.integers(15, 47))
+    drawn = int(rng.integers(15, 47))
+    n = n_slices or drawn
     by_name = {seg.name: seg for seg in spine.segments}
     last = rng.uniform(by_name["L3/L4"].end, by_name["S1"].start + 12)
     first = max(1.0, last - 4.0 * (n - 1))

@@ -45,8 +45,9 @@ def _habitus(rng: np.random.Generator) -> Habitus:
     )
 
 
-def _scanner(rng: np.random.Generator, habitus: Habitus) -> Scanner:
-    matrix = int(rng.choice(MATRICES))
+def _scanner(rng: np.random.Generator, habitus: Habitus, matrix: int | None = None) -> Scanner:
+    drawn = int(rng.choice(MATRICES))  # drawn even when overridden, so the rest of the patient stays the same
+    matrix = matrix or drawn
     spacing = float(np.clip(rng.uniform(170, 330) / matrix, 0.3, 0.9))
     fov = matrix * spacing
     # Field of view centred a little in front of the canal, with a lateral offset.
@@ -66,14 +67,19 @@ def _scanner(rng: np.random.Generator, habitus: Habitus) -> Scanner:
     )
 
 
-def generate_patient(out_dir: Path, index: int, seed: int) -> tuple[list[dict], dict]:
-    """Write one patient's series and masks; return their label rows and a summary."""
+def generate_patient(out_dir: Path, index: int, seed: int, matrix: int | None = None,
+                     n_slices: int | None = None) -> tuple[list[dict], dict]:
+    """Write one patient's series and masks; return their label rows and a summary.
+
+    ``matrix`` and ``n_slices`` fix the image size and series length (benchmarks); by default
+    both are drawn like the rest of the patient.
+    """
     rng = np.random.default_rng([seed, index])
     pid = patient_id(index)
     spine = make_spine(rng)
     habitus = _habitus(rng)
-    scanner = _scanner(rng, habitus)
-    positions = series_positions(spine, rng)
+    scanner = _scanner(rng, habitus, matrix)
+    positions = series_positions(spine, rng, n_slices)
     anatomy = [slice_anatomy(spine, s, rng) for s in positions]
     study_uid = stable_uid("phantom", seed, pid, "study")
     series_uid = stable_uid("phantom", seed, pid, "series")

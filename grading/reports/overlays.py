@@ -68,5 +68,6 @@ def render_overlay(image: np.ndarray, box, mask: np.ndarray | None, caption: lis
 
 
 def write_overlay(path: Path, *args, **kwargs) -> Path:
+    """zlib level 1: a fifth of the default level's time for files ~10% larger."""
     picture = render_overlay(*args, **kwargs)
-    return write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))
+    return write_atomic(path, lambda tmp: picture.save(tmp, format="PNG", compress_level=1))

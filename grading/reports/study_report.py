@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -52,7 +53,7 @@ def _caption(row: dict) -> list[str]:
     return text
 
 
-def write_study_outputs(result: StudyGrading, report: dict, folder: Path) -> dict[str, Path]:
+def write_study_outputs(result: StudyGrading, report: dict, folder: Path, workers: int = 2) -> dict[str, Path]:
     """Write everything into ``folder`` (a fresh temporary folder that the caller renames)."""
     written = {}
     pd.DataFrame(result.slices, columns=list(SLICE_COLUMNS)).to_csv(folder / "slices.csv", index=False)
@@ -60,17 +61,22 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path) -> dic
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (folder / "overlays").mkdir(exist_ok=True)
     overlays = []
-    for i, (row, image, mask) in enumerate(zip(result.slices, result.images, result.sac_masks)):
-        if row["level"] == "no canal":
-            continue
-        box = None if row["box_x0"] is None else (row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"])
-        name = overlay_name(i, row)
-        write_overlay(folder / name, image, box, mask, _caption(row), row["grade"])
-        overlays.append((name, row))
+    # PNG encoding releases the GIL: overlays are drawn in threads while the SR and SEG are built.
+    with ThreadPoolExecutor(workers) as pool:
+        pending = []
+        for i, (row, image, mask) in enumerate(zip(result.slices, result.images, result.sac_masks)):
+            if row["level"] == "no canal":
+                continue
+            box = None if row["box_x0"] is None else (row["box_x0"], row["box_y0"], row["box_x1"], row["box_y1"])
+            name = overlay_name(i, row)
+            pending.append(pool.submit(write_overlay, folder / name, image, box, mask, _caption(row), row["grade"]))
+            overlays.append((name, row))
+        written.update(write_dicom_objects(result, folder))
+        for job in pending:
+            job.result()  # re-raises a failed overlay
     (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
     for name in ("slices.csv", "levels.csv", "report.json", "report.html"):
         written[name] = folder / name
-    written.update(write_dicom_objects(result, folder))
     written["overlays"] = folder / "overlays"
     return written
 
