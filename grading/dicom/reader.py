@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from tqdm import tqdm
 
 from grading.dicom.geometry import slice_normal
@@ -31,6 +32,7 @@ class ScanLimits:
     max_side: int = 4096  # Rows or Columns
     max_pixel_bytes: int = 256 * 1024 * 1024  # Rows x Columns x frames x samples x bytes
     max_file_bytes: int = 1024 * 1024 * 1024
+    max_inflated_bytes: int = 64 * 1024 * 1024  # a deflated data set, inflated (an MR slice: < 2 MB)
 
 
 class SkipFile(Exception):
@@ -51,6 +53,32 @@ def _read_header(path: Path) -> tuple[Dataset, bool]:
     if "SOPClassUID" not in ds and "SOPInstanceUID" not in ds:
         raise SkipFile("not a DICOM file (no DICOM preamble and no SOP Class/Instance UID)")
     return ds, True
+
+
+def _check_deflated(path: Path, limits: ScanLimits) -> None:
+    """pydicom inflates a deflated data set whole, and 2 MB of zeros inflate to 2 GB: measure the
+    inflated size in bounded steps first."""
+    try:
+        meta = pydicom.filereader.read_file_meta_info(path)
+    except Exception:
+        return  # no file meta: not deflated; the header read decides what it is
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    group_length = meta.get("FileMetaInformationGroupLength")
+    if group_length is None:
+        raise SkipFile("deflated data set without a File Meta group length: cannot bound its size")
+    inflater, inflated, budget = zlib.decompressobj(-zlib.MAX_WBITS), 0, limits.max_inflated_bytes + 1
+    with open(path, "rb") as f:
+        f.seek(128 + 4 + 12 + int(group_length))
+        while (chunk := f.read(1 << 20)) and inflated < budget:
+            try:
+                inflated += len(inflater.decompress(chunk, budget - inflated))
+                while inflater.unconsumed_tail and inflated < budget:
+                    inflated += len(inflater.decompress(inflater.unconsumed_tail, budget - inflated))
+            except zlib.error as exc:
+                raise SkipFile(f"corrupt deflated data set ({exc})") from None
+    if inflated >= budget:
+        raise SkipFile(f"deflated data set inflates past {limits.max_inflated_bytes} bytes (a deflate bomb?)")
 
 
 def _float_list(ds: Dataset, keyword: str, n: int) -> list[float] | None:
@@ -122,7 +150,17 @@ def read_slice_header(path: Path, limits: ScanLimits = ScanLimits(), verify_pixe
         raise SkipFile(f"file too large ({size} bytes)")
     if path.name.upper() == "DICOMDIR":
         raise SkipFile("DICOMDIR index, not an image (the folder is walked instead)")
+    _check_deflated(path, limits)
     ds, forced = _read_header(path)
+    try:
+        return _slice_header(path, ds, forced, limits, verify_pixels)
+    except SkipFile:
+        raise
+    except Exception as exc:  # pydicom parses values lazily: a malformed element raises on first use
+        raise SkipFile(f"malformed DICOM element ({type(exc).__name__}: {exc})") from None
+
+
+def _slice_header(path: Path, ds: Dataset, forced: bool, limits: ScanLimits, verify_pixels: bool) -> SliceHeader:
     _check_image(ds, limits)
     orientation = _float_list(ds, "ImageOrientationPatient", 6)
     position = _float_list(ds, "ImagePositionPatient", 3)
