@@ -1,6 +1,7 @@
 """Where grade-study writes, and how: safe folder names, and whole-folder atomic replacement."""
 from __future__ import annotations
 
+import glob
 import re
 import shutil
 import tempfile
@@ -14,6 +15,16 @@ def safe_name(text: str, fallback: str = "study") -> str:
     return cleaned or fallback
 
 
+def _recover(target: Path) -> None:
+    """Undo what a killed earlier run left: the previous outputs set aside but not yet replaced
+    are put back, and half-built temporary folders are removed."""
+    old = target.with_name(f".{target.name}.old")
+    if old.is_dir() and not target.exists():
+        old.rename(target)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def replace_folder(target: Path, fill: Callable[[Path], object]) -> object:
     """Build a new folder with ``fill`` and swap it in: readers see the old outputs or the new ones.
 
@@ -22,6 +33,7 @@ def replace_folder(target: Path, fill: Callable[[Path], object]) -> object:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover(target)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         result = fill(building)

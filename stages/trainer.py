@@ -164,4 +164,7 @@ def _read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with path.open() as f:
-        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])  # written as an integer: a resumed metrics.csv reads the same
+    return rows

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter-loss", choices=LOSSES, help="segmenter loss (default: the profile's)")
     p.add_argument("--backbone-weights", help="local ImageNet ResNet50 weights for the detector (never downloaded)")
     p.add_argument("--as", dest="name", help="rater name for the predictions (default C<n> for A<n>)")
+    p.add_argument("--epochs", type=int, help="epochs for every stage (default: the profile's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoints in -o")
     p.add_argument("-o", "--output", required=True, help="run folder")
@@ -84,6 +85,9 @@ def _main(argv: list[str] | None) -> int:
             segmenter = replace(configs.segmenter, architecture=args.segmenter or configs.segmenter.architecture)
             profile = replace(profile, configs=replace(configs, segmenter=segmenter,
                                                        segmenter_loss=args.segmenter_loss or configs.segmenter_loss))
+        if args.epochs:
+            profile = replace(profile, settings={stage: replace(s, epochs=args.epochs)
+                                                 for stage, s in profile.settings.items()})
         folds = tuple(int(f) for f in args.only_folds.split(",")) if args.only_folds else None
         if args.final_only:
             folds = ()
