@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,13 @@ def test_mutated_slices_are_graded_or_skipped_with_a_reason(kind, seed):
 def test_the_unmutated_slice_is_graded(tmp_path):
     (tmp_path / "slice.dcm").write_bytes(VALID)
     assert read_mutated(tmp_path / "slice.dcm") == "graded"
+
+
+@pytest.mark.parametrize("kind, seed", [("flip_bits", 1000069), ("wrong_vr", 1003018)])
+def test_corrupt_transfer_syntax_vr_found_by_the_long_run(kind, seed, tmp_path):
+    """Escaped the reader before: an unknown VR in the meta header's (0002,0010)."""
+    (tmp_path / "slice.dcm").write_bytes(MUTATIONS[kind](VALID, np.random.default_rng(seed)))
+    assert read_mutated(tmp_path / "slice.dcm").startswith("malformed DICOM element")
 
 
 def test_deflate_bomb_is_refused_before_it_inflates(tmp_path):

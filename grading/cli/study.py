@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", metavar="UID", help="grade this SeriesInstanceUID instead of the automatic choice")
     p.add_argument("--dry-run", action="store_true", help="list series and the one that would be graded; load no model")
     p.add_argument("--json", action="store_true", help="print JSON to stdout (report.json when grading)")
+    p.add_argument("--deidentify", action="store_true",
+                   help="keep patient identifiers out of every output (PS3.15 basic profile, UIDs retained)")
     speed = p.add_argument_group("speed (docs/PERFORMANCE.md)")
     speed.add_argument("--threads", type=int, help="torch threads (default: one per physical core)")
     speed.add_argument("--bf16", action="store_true",

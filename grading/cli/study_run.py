@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from grading.cli.common import EXIT_NO_SERIES, EXIT_OK, EXIT_USAGE, CommandError
+from grading.deidentify import study_pseudonym
 from grading.outputs import replace_folder, safe_name
 from grading.pipeline import LoadedSeries, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
@@ -27,8 +28,8 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def output_folder(args: argparse.Namespace, study: Path, used: set[str]) -> Path:
-    name = safe_name(study.resolve().name)
+def output_folder(args: argparse.Namespace, study: Path, used: set[str], pseudonym: str) -> Path:
+    name = pseudonym if args.deidentify else safe_name(study.resolve().name)
     while name in used:
         name += "_"
     used.add(name)
@@ -83,8 +84,8 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
             print(f"grade-study: error: {loaded}", file=sys.stderr)
             continue
         result = grade_loaded(loaded, models, configs, device, settings)
-        report = build_report(result, bundle, manifest.get("provenance", {}))
-        out = output_folder(args, study, used)
+        report = build_report(result, bundle, manifest.get("provenance", {}), deidentify=args.deidentify)
+        out = output_folder(args, study, used, study_pseudonym(result.headers[0].study_uid))
         replace_folder(out, lambda folder: write_study_outputs(result, report, folder))
         graded += 1
         if args.json:

@@ -150,11 +150,11 @@ def read_slice_header(path: Path, limits: ScanLimits = ScanLimits(), verify_pixe
         raise SkipFile(f"file too large ({size} bytes)")
     if path.name.upper() == "DICOMDIR":
         raise SkipFile("DICOMDIR index, not an image (the folder is walked instead)")
-    _check_deflated(path, limits)
-    ds, forced = _read_header(path)
     try:
+        _check_deflated(path, limits)
+        ds, forced = _read_header(path)
         return _slice_header(path, ds, forced, limits, verify_pixels)
-    except SkipFile:
+    except (SkipFile, OSError):
         raise
     except Exception as exc:  # pydicom parses values lazily: a malformed element raises on first use
         raise SkipFile(f"malformed DICOM element ({type(exc).__name__}: {exc})") from None

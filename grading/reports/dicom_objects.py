@@ -15,6 +15,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from grading.deidentify import deidentify_dataset
 from grading.pipeline import StudyGrading
 
 SCHEME = "99LSS"
@@ -112,15 +113,16 @@ def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset
                                    series_description="Stenosis grading (lss-grading)")
 
 
-def write_dicom_objects(result: StudyGrading, folder: Path) -> dict[str, Path]:
+def write_dicom_objects(result: StudyGrading, folder: Path, deidentify: bool = False) -> dict[str, Path]:
     sources = _sources(result)
     written = {}
-    seg = build_segmentation(result, sources)
-    if seg is not None:
-        seg.save_as(folder / "dural_sac_seg.dcm")
-        written["seg"] = folder / "dural_sac_seg.dcm"
-    sr = build_measurement_report(result, sources)
-    if sr is not None:
-        sr.save_as(folder / "measurements_sr.dcm")
-        written["sr"] = folder / "measurements_sr.dcm"
+    for key, name, build in (("seg", "dural_sac_seg.dcm", build_segmentation),
+                             ("sr", "measurements_sr.dcm", build_measurement_report)):
+        dataset = build(result, sources)
+        if dataset is None:
+            continue
+        if deidentify:
+            deidentify_dataset(dataset)
+        dataset.save_as(folder / name)
+        written[key] = folder / name
     return written

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from grading.deidentify import study_pseudonym
 from grading.pipeline import StudyGrading
 from grading.reports.dicom_objects import write_dicom_objects
 from grading.reports.overlays import write_overlay
@@ -23,16 +24,19 @@ def overlay_name(index: int, row: dict) -> str:
 
 
 def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, deidentify: bool = False) -> dict:
+    """report.json's content. ``deidentify``: the study is named by a pseudonym and the paths of
+    skipped files (folder names often carry patient names) are withheld."""
     series = result.series
     return {
-        "study": result.study_dir.name,
+        "study": study_pseudonym(result.headers[0].study_uid) if deidentify else result.study_dir.name,
+        "deidentified": deidentify,
         "series": {"series_uid": series.uid, "description": series.description, "orientation": series.orientation,
                    "weighting": series.weighting, "n_slices": len(result.headers),
                    "pixel_spacing_mm": list(series.pixel_spacing)},
         "level_assignment": result.level_method,
         "levels": result.levels,
         "slices": result.slices,
-        "skipped": [{"path": str(f.path), "reason": f.reason} for f in result.skipped],
+        "skipped": [{"path": "(withheld)" if deidentify else str(f.path), "reason": f.reason} for f in result.skipped],
         "models": {"bundle": str(bundle), "provenance": {k: bundle_provenance.get(k) for k in
                                                         ("rater", "profile", "seed", "fold")}},
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
@@ -71,7 +75,7 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path, worker
             name = overlay_name(i, row)
             pending.append(pool.submit(write_overlay, folder / name, image, box, mask, _caption(row), row["grade"]))
             overlays.append((name, row))
-        written.update(write_dicom_objects(result, folder))
+        written.update(write_dicom_objects(result, folder, deidentify=report.get("deidentified", False)))
         for job in pending:
             job.result()  # re-raises a failed overlay
     (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
