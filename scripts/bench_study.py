@@ -118,6 +118,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (compile time reported apart)")
+    p.add_argument("--ablation", action="store_true", help="also time the fast settings with one change undone each")
     p.add_argument("--memory-slices", type=int, default=60)
     p.add_argument("--memory-matrix", type=int, default=512)
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -131,6 +132,15 @@ def main() -> None:
         runs["fast + bf16"] = (replace(fast, bf16=True), 2, 2)
     if args.compile:
         runs["fast + compile"] = (replace(fast, compile=True), 2, 2)
+    if args.ablation:
+        runs.update({
+            "fast, torchvision limits": (replace(fast, rpn_pre_nms_top_n=1000, rpn_post_nms_top_n=1000,
+                                                 detections_per_img=100), 2, 2),
+            "fast, one slice at a time": (replace(fast, detector_batch=1, patch_batch=1), 2, 2),
+            "fast, no channels-last": (replace(fast, channels_last=False), 2, 2),
+            "fast, no inference mode": (replace(fast, inference_mode=False), 2, 2),
+            "fast, serial decode and report": (fast, 1, 1),
+        })
     prepared = {name: prepare_models(models, settings) for name, (settings, _, _) in runs.items()}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,13 +197,14 @@ def gpu_slices_per_s(models, configs, study: Path, bundle: Path, min_score: floa
 
 
 def print_table(summary: dict, slices: int) -> None:
-    print(f"\n{summary['study']}, {summary['repeats']} repeats after a warm-up; {summary['machine']}")
-    names = list(summary["medians_s"])
-    print("| median seconds | " + " | ".join(names) + " |")
-    print("|---|" + "---:|" * len(names))
-    for key in (*STAGES, "models_s"):
-        print(f"| {key[:-2]} | " + " | ".join(f"{summary['medians_s'][n][key]:.3f}" for n in names) + " |")
-    print("| per slice | " + " | ".join(f"{summary['medians_s'][n]['total_s'] / slices:.3f}" for n in names) + " |")
+    print(f"\n{summary['study']}, median of {summary['repeats']} repeats after a warm-up; {summary['machine']}")
+    columns = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "report_s", "total_s")
+    print("| run | " + " | ".join(c[:-2] for c in columns) + " | s per slice | x faster than default |")
+    print("|---|" + "---:|" * (len(columns) + 2))
+    default = summary["medians_s"]["default settings"]["total_s"]
+    for name, m in summary["medians_s"].items():
+        print(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in columns)
+              + f" | {m['total_s'] / slices:.3f} | {default / m['total_s']:.2f} |")
     print(f"\nfast vs default settings: {summary['speedup_vs_default']:.2f}x faster")
     print(f"models: {summary['models_gflop_per_study']:.0f} GFLOP per study, {summary['models_gflops']:.0f} GFLOP/s "
           f"= {summary['models_gflops'] / summary['matmul_peak_gflops']:.0%} of the torch.matmul peak "

@@ -16,6 +16,7 @@ import torch
 
 from stages.atomic import write_atomic
 from stages.bundle import save_bundle
+from stages.distributed import workers
 from stages.folds import plan_folds
 from stages.inference import predict_slices
 from stages.profiles import Profile
@@ -60,7 +61,8 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
         last = result.history[-1] if result.history else {}
         metrics[stage] = {"best_val_score": result.best_score, "best_epoch": result.best_epoch + 1,
                           "epochs": settings.epochs, "train_seconds": round(result.seconds, 1),
-                          "images_per_s": round(result.images_per_s, 1), "n_train": len(train_data),
+                          "images_per_s": round(result.images_per_s, 1), "workers": workers().world_size,
+                          "n_train": len(train_data),
                           "n_val": len(val_data), **{k: v for k, v in last.items() if k.startswith("val_")}}
     return models, metrics
 
@@ -99,8 +101,10 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
     plan = plan_folds(records, request.n_folds, request.seed)
-    (out_dir / "folds.json").write_text(json.dumps({"n_folds": plan.n_folds, "fold_of_patient": plan.fold_of_patient},
-                                                   indent=1))
+    team = workers()
+    if team.is_main:
+        (out_dir / "folds.json").write_text(json.dumps({"n_folds": plan.n_folds,
+                                                        "fold_of_patient": plan.fold_of_patient}, indent=1))
     summary: dict = {"folds": {}, "stages": list(request.stages), "profile": request.profile.name}
     folds = request.folds if request.folds is not None else tuple(range(plan.n_folds))
     for fold in folds:
@@ -110,6 +114,8 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
                  for name, group in (("train", train_p), ("val", val_p), ("test", test_p))}
         folder = out_dir / f"fold_{fold:02d}"
         models, metrics = train_stages(split["train"], split["val"], request, folder, progress)
+        if not team.is_main:  # under torchrun, rank 0 alone writes
+            continue
         provenance = {**request.provenance, "fold": fold, "n_folds": plan.n_folds, "train_patients": sorted(train_p),
                       "val_patients": sorted(val_p), "test_patients": sorted(test_p)}
         save_bundle(folder / "bundle", models, request.profile.configs, provenance, metrics)
@@ -123,11 +129,14 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
         train = [r for r in records if r.patient in train_p]
         val = [r for r in records if r.patient in val_p]
         models, metrics = train_stages(train, val, request, out_dir / "final", progress)
+        if not team.is_main:
+            return summary
         provenance = {**request.provenance, "fold": None, "train_patients": sorted(train_p),
                       "val_patients": sorted(val_p)}
         save_bundle(out_dir / "final" / "bundle", models, request.profile.configs, provenance, metrics)
         summary["final"] = {"stages": metrics, "seconds": round(time.perf_counter() - start, 1)}
-    (out_dir / "cv_summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    if team.is_main:
+        (out_dir / "cv_summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
     return summary
 
 

@@ -125,9 +125,11 @@ def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None
 
 @torch.no_grad()
 def detect(model: FasterRCNN, images: list[np.ndarray], input_size: int, batch_size: int = 8,
-           device: str | torch.device = "cpu") -> list[Detection | None]:
-    """The top-scoring canal box of each slice, or None where the detector found none."""
+           device: str | torch.device | None = None) -> list[Detection | None]:
+    """The top-scoring canal box of each slice, or None where the detector found none
+    (``device`` None: the model's own)."""
     model.eval()
+    device = device or next(model.parameters()).device
     results: list[Detection | None] = []
     for start in range(0, len(images), batch_size):
         chunk = [detector_input(img, input_size) for img in images[start:start + batch_size]]

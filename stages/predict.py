@@ -7,8 +7,10 @@ from torch import nn
 
 
 def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> list[torch.Tensor]:
-    """Runs under the caller's grad mode and autocast (see stages.inference.predict_slices)."""
+    """Runs under the caller's grad mode and autocast (see stages.inference.predict_slices);
+    ``device`` None means the model's own."""
     model.eval()
+    device = device or next(model.parameters()).device
     outputs = []
     for start in range(0, len(patches), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch_size], np.float32))[:, None].to(device)
@@ -18,7 +20,7 @@ def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> 
 
 
 @torch.no_grad()
-def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device="cpu") -> np.ndarray:
+def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
     """Class probabilities (N, C). A one-logit binary head gives [P(class 0), P(class 1)]."""
     if len(patches) == 0:
         return np.zeros((0, 2), np.float32)
@@ -30,7 +32,7 @@ def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device
 
 
 @torch.no_grad()
-def segment(model: nn.Module, patches: np.ndarray, batch_size: int = 32, device="cpu") -> np.ndarray:
+def segment(model: nn.Module, patches: np.ndarray, batch_size: int = 32, device=None) -> np.ndarray:
     """Sac probability maps (N, P, P)."""
     if len(patches) == 0:
         return np.zeros((0, 0, 0), np.float32)

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
 from stages.atomic import write_atomic
 from stages.datasets import balanced_weights
+from stages.distributed import from_main, share_of, training_device, workers
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,29 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def to_device(batch, device: torch.device):
+    """Tensors anywhere in a batch (tuples, lists, dicts of them) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSettings, run_dir: Path | None = None,
         resume: bool = False, progress: bool | None = None) -> FitResult:
-    model = stage.model
+    """Train ``stage.model``; under torchrun, as one of several data-parallel workers
+    (stages/distributed.py). The model comes back on the CPU with its best epoch's weights."""
+    team, device = workers(), training_device()
+    model = stage.model.to(device)
+    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if team.distributed else model
+    writes = run_dir is not None and team.is_main
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.lr_factor,
                                                            patience=settings.plateau_patience)
@@ -87,7 +106,7 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
     history: list[dict] = []
     checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -105,15 +124,20 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         generator = torch.Generator().manual_seed(seed)
         strata = getattr(train, "strata", None)
         weights = balanced_weights(strata) if settings.balanced and strata else torch.ones(len(train), dtype=torch.double)
-        sampler = WeightedRandomSampler(weights, n_samples, replacement=True, generator=generator)
-        loader = DataLoader(train, batch_size=settings.batch_size, sampler=sampler, collate_fn=stage.collate,
-                            num_workers=0, drop_last=n_samples > settings.batch_size)
+        draws = list(WeightedRandomSampler(weights, n_samples, replacement=True, generator=generator))
+        # Every rank drew the same list; each takes an equal share, so the global batch is the profile's.
+        draws = share_of(draws[:len(draws) - len(draws) % team.world_size], team)
+        batch_size = max(1, settings.batch_size // team.world_size)
+        # num_workers=0: on two cores a loader process takes a core from torch (scripts/bench_training.py).
+        loader = DataLoader(train, batch_size=batch_size, sampler=draws, collate_fn=stage.collate,
+                            num_workers=0, drop_last=len(draws) > batch_size)
         model.train()
         start = time.perf_counter()
         losses = []
-        bar = tqdm(loader, desc=f"{stage.name} epoch {epoch + 1}/{settings.epochs}", leave=False, disable=None if progress is not False else True)
+        bar = tqdm(loader, desc=f"{stage.name} epoch {epoch + 1}/{settings.epochs}", leave=False,
+                   disable=None if progress is not False and team.is_main else True)
         for batch in bar:
-            loss = stage.loss(model, batch)
+            loss = stage.loss(trained, to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,9 +145,9 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         seconds = time.perf_counter() - start
         total_seconds += seconds
-        total_images += len(loader) * settings.batch_size
+        total_images += len(loader) * batch_size * team.world_size
         model.eval()
-        metrics = stage.evaluate(model, val)
+        metrics = from_main(stage.evaluate(model, val) if team.is_main else None, team)
         score = float(metrics["score"])
         scheduler.step(score)
         rank = (score, float(metrics.get("tiebreak", 0.0)))
@@ -131,12 +155,14 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                **{f"val_{k}": float(v) for k, v in metrics.items()}, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": round(seconds, 2), "images_per_s": round(len(loader) * settings.batch_size / max(seconds, 1e-9), 2)}
+               "seconds": round(seconds, 2),
+               "images_per_s": round(len(loader) * batch_size * team.world_size / max(seconds, 1e-9), 2)}
         history.append(row)
-        if run_dir is not None:
+        if writes:
             _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state)
             _write_history(run_dir / "metrics.csv", history)
     model.load_state_dict(best_state)
+    model.to("cpu")
     return FitResult(best_state, best_score, best_epoch, history, total_seconds,
                      total_images / total_seconds if total_seconds else 0.0)
 

@@ -95,8 +95,12 @@ def test_parallel_decoding_and_report_writing_match_serial(untrained, study, tmp
 def test_grade_study_speed_options_grade_the_same_slices(untrained, study, tmp_path):
     models, configs = untrained
     bundle = save_bundle(tmp_path / "bundle", models, configs, provenance={"profile": "untrained"})
-    for name, extra in (("plain", []), ("bf16", ["--bf16", "--threads", "1"])):
-        assert grade_study([str(study), "--models", str(bundle), "-o", str(tmp_path / name), *extra]) == 0
+    threads = torch.get_num_threads()
+    try:
+        for name, extra in (("plain", []), ("bf16", ["--bf16", "--threads", "1"])):
+            assert grade_study([str(study), "--models", str(bundle), "-o", str(tmp_path / name), *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads sets it for the whole (test) process
     plain, bf16 = (pd.read_csv(tmp_path / name / "slices.csv") for name in ("plain", "bf16"))
     assert list(plain.sop_uid) == list(bf16.sop_uid)
     assert plain.box_x0.notna().sum() == bf16.box_x0.notna().sum()

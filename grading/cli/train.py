@@ -9,11 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from grading.cli.common import EXIT_USAGE, CommandError, run_command
 from grading.labels import TRAINING_COLUMNS, LabelTableError, read_label_table, write_label_table
 from grading.training_data import load_training_data
 from stages.cross_validation import CVRequest, merge_fold_predictions, run_cross_validation
+from stages.distributed import workers
 from stages.profiles import PROFILES
 from stages.segmenters import ARCHITECTURES
 from stages.losses import LOSSES
@@ -100,6 +102,8 @@ def _main(argv: list[str] | None) -> int:
             summary = run_cross_validation(data.records, request, out)
         except ValueError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
+        if not workers().is_main:  # a torchrun worker: rank 0 reports and merges
+            return 0
         print(f"trained {', '.join(stages)} on {len(data.records)} slices in {time.perf_counter() - start:.0f} s")
         for fold, info in summary["folds"].items():
             scores = ", ".join(f"{s} {m['best_val_score']:.3f}" for s, m in info["stages"].items())
@@ -114,7 +118,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command("grade-train", lambda: _main(argv))
+    try:
+        return run_command("grade-train", lambda: _main(argv))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
