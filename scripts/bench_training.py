@@ -49,7 +49,8 @@ def main() -> None:
     workers = [int(w) for w in args.workers.split(",")]
     profile = quick()
     with tempfile.TemporaryDirectory() as tmp:
-        cohort = generate_cohort(Path(tmp), CohortConfig(patients=args.patients, seed=11), progress=False)
+        cohort = Path(tmp)
+        generate_cohort(cohort, CohortConfig(patients=args.patients, seed=11), progress=False)
         labels = read_label_table(cohort / "labels.csv", required=TRAINING_COLUMNS)
         records = load_training_data(labels, cohort / "dicom", "A1", cohort).records
     print(f"{len(records)} slices from {args.patients} phantom patients; {torch.get_num_threads()} torch threads")

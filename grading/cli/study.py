@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bfloat16 autocast: ~1.5x faster models on CPUs with AVX512-BF16/AMX or on GPUs; "
                             "results move slightly")
     speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the models: pays only over many studies (~40 s to compile)")
+                       help="torch.compile the models: pays only over many studies (~30 s to compile)")
     return p
 
 
