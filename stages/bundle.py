@@ -134,6 +134,8 @@ def load_bundle(folder: Path | str, stages: typing.Iterable[str] | None = None,
         path = folder / entry["file"]
         if Path(entry["file"]).name != entry["file"] or not path.is_file():
             raise BundleError(f"{path}: weights file missing")
+        if path.suffix != ".safetensors":
+            raise BundleError(f"{path}: not a .safetensors file; bundles never load pickled weights")
         if sha256_of(path) != entry["sha256"]:
             raise BundleError(f"{path}: sha256 does not match the manifest (the file was changed or damaged)")
         expected = architecture_name(stage, configs)
@@ -143,7 +145,11 @@ def load_bundle(folder: Path | str, stages: typing.Iterable[str] | None = None,
             raise BundleError(f"{path}: label map {entry['labels']} is not the {stage} stage's {LABEL_MAPS[stage]}")
         model = build_model(stage, configs)
         try:
-            model.load_state_dict(load_file(str(path)), strict=True)
+            weights = load_file(str(path))
+        except Exception as exc:  # safetensors' own error types: a damaged or foreign file
+            raise BundleError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+        try:
+            model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
             raise BundleError(f"{path}: weights do not fit the {expected} architecture ({first})") from None

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from stages.bundle import BundleError, load_bundle, save_bundle
+from stages.bundle import BundleError, load_bundle, save_bundle, sha256_of
 from stages.cross_validation import CVRequest, run_cross_validation
 from stages.datasets import PatchConfig
 from stages.folds import plan_folds
@@ -183,6 +185,27 @@ def test_bundle_refuses_manifest_mismatches(tmp_path, edit, message):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=message):
         load_bundle(tmp_path)
+
+
+class _Payload:
+    """Pickling this records a call that would run on unpickling."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["LSS_PICKLE_MARKER"]),))
+
+
+@pytest.mark.parametrize("name", ["grade.pt", "grade.safetensors"])
+def test_bundle_never_unpickles_weights(tmp_path, monkeypatch, name):
+    """A pickle in place of the weights, with a manifest that matches its hash, is refused unread."""
+    manifest = _one_bundle(tmp_path)
+    marker = tmp_path / "unpickled"
+    monkeypatch.setenv("LSS_PICKLE_MARKER", str(marker))
+    torch.save({"weight": _Payload()}, tmp_path / name)
+    manifest["stages"]["grade"].update(file=name, sha256=sha256_of(tmp_path / name))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="safetensors"):
+        load_bundle(tmp_path)
+    assert not marker.exists()
 
 
 def test_cross_validation_writes_fold_bundles_and_oof_predictions(tmp_path):
