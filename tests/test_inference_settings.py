@@ -140,17 +140,22 @@ def test_fast_settings_match_torchvision_defaults_with_trained_models(tmp_path):
 
 
 def test_many_studies_are_read_ahead_and_a_bad_one_is_reported(untrained, study, tmp_path, capsys):
-    """The next study is decoded while the current one is graded; a bad folder is one error line."""
+    """The next study is decoded while the current one is graded; a bad study is one error line."""
     models, configs = untrained
     bundle = save_bundle(tmp_path / "bundle", models, configs, provenance={})
     second = tmp_path / "second"
     second.mkdir()
     for path in study.glob("*.dcm"):
         (second / path.name).write_bytes(path.read_bytes())
-    missing = tmp_path / "missing"
-    assert grade_study([str(study), str(missing), str(second), "--models", str(bundle), "-o", str(tmp_path / "out")]) == 0
+    missing, undecodable = tmp_path / "missing", tmp_path / "undecodable"
+    undecodable.mkdir()
+    for path in study.glob("*.dcm"):  # headers intact, pixel data cut short
+        (undecodable / path.name).write_bytes(path.read_bytes()[:-200])
+    assert grade_study([str(study), str(missing), str(undecodable), str(second), "--models", str(bundle),
+                        "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
-    assert f"{missing}: not a folder" in err and err.count("error:") == 1
+    assert f"{missing}: not a folder" in err and err.count("error:") == 2
+    assert f"{undecodable}: no slice of the selected series could be decoded" in err
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == sorted([study.name, "second"])
     assert (pd.read_csv(tmp_path / "out" / study.name / "slices.csv").sop_uid.tolist()

@@ -42,12 +42,17 @@ def inference_settings(args: argparse.Namespace) -> InferenceSettings:
     return InferenceSettings(bf16=args.bf16, compile=args.compile)
 
 
-def _load(study: Path, args: argparse.Namespace) -> LoadedSeries | None | str:
+def _load(study: Path, args: argparse.Namespace) -> LoadedSeries | str:
     """One study scanned and decoded, or the one-line reason it cannot be graded."""
     if not study.is_dir():
         return f"{study}: not a folder"
     loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1)
-    return loaded if loaded is not None else f"{study}: no gradable axial T2 series"
+    if loaded is None:
+        return f"{study}: no gradable axial T2 series"
+    if not loaded.images:
+        first = loaded.pixels.skipped[0]
+        return f"{study}: no slice of the selected series could be decoded ({first.path.name}: {first.reason})"
+    return loaded
 
 
 def prefetched(studies: list[Path], args: argparse.Namespace) -> Iterator[tuple[Path, LoadedSeries | str]]:
