@@ -41,7 +41,8 @@ def workers() -> Workers:
 
 
 def training_device() -> torch.device:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+    """This worker's GPU when there is one (torchrun's LOCAL_RANK picks it), else the CPU."""
+    if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
