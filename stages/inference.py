@@ -40,8 +40,8 @@ class InferenceSettings:
     Detection limits suit one canal per slice: 200 proposals per FPN level before NMS, 50 after,
     one detection (torchvision: 1000, 1000, 100). With 20 after NMS, as in training, boxes
     moved on 18% of slices (IoU < 0.99 against the 1000-proposal box), with 50 on 11%; accuracy
-    against the phantom truth was the same for all (docs/PERFORMANCE.md). None keeps the
-    bundle's value. ``bf16`` (autocast) changes results more and is opt-in.
+    against the phantom truth was no lower for either (scripts/bench_detection_limits.py). None
+    keeps the bundle's value. ``bf16`` (autocast) changes results more and is opt-in.
     """
     detector_batch: int = 8
     patch_batch: int = 64
