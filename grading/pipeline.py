@@ -116,11 +116,3 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
                         loaded.scan.skipped + pixels.skipped, timings)
-
-
-def grade_study(study_dir: Path | str, models: dict, configs: StageConfigs, series_uid: str | None = None,
-                device: str | torch.device = "cpu", progress: bool = False,
-                settings: InferenceSettings = InferenceSettings()) -> StudyGrading | None:
-    """Grade the selected series of one study folder; None when it has no gradable series."""
-    loaded = load_study(study_dir, series_uid, progress)
-    return None if loaded is None else grade_loaded(loaded, models, configs, device, settings)

@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from grading.benchmark import grading_differences, matmul_peak_gflops, timed_run
 from grading.models_location import find_model_bundle
 from grading.phantom.cohort import generate_patient
+from grading.pipeline import load_study
 from stages.bundle import load_bundle
 from stages.inference import InferenceSettings, prepare_models, predict_slices
 from stages.profiles import quick
@@ -57,8 +58,6 @@ def load_models(models_arg: str | None):
 
 def model_gflop(models, configs, study: Path, settings: InferenceSettings) -> float:
     """FLOPs of the models on the study's slices, counted by torch's FlopCounterMode."""
-    from grading.pipeline import load_study
-
     loaded = load_study(study)
     with FlopCounterMode(display=False) as counter:
         predict_slices(models, configs, loaded.images, [h.pixel_spacing for h in loaded.pixels.headers],

@@ -59,8 +59,3 @@ def from_main(value, team: Workers):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def barrier(team: Workers) -> None:
-    if team.distributed:
-        dist.barrier()
