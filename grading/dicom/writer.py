@@ -39,6 +39,7 @@ class MRSliceSpec:
     image_orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
     pixel_spacing: tuple[float, float] = (0.7, 0.7)
     slice_thickness: float = 4.0
+    spacing_between: float | None = None  # centre to centre; default: the slice thickness
     series_description: str = "AX T2 TSE"
     echo_time: float = 100.0
     repetition_time: float = 4000.0
@@ -81,7 +82,7 @@ def mr_dataset(pixels: np.ndarray, spec: MRSliceSpec, bits_stored: int = 12) -> 
     ds.ScanOptions = ""
     ds.MRAcquisitionType = "2D"
     ds.SliceThickness = f"{spec.slice_thickness:g}"
-    ds.SpacingBetweenSlices = f"{spec.slice_thickness:g}"
+    ds.SpacingBetweenSlices = f"{spec.spacing_between or spec.slice_thickness:g}"
     ds.RepetitionTime = f"{spec.repetition_time:g}"
     ds.EchoTime = f"{spec.echo_time:g}"
     ds.MagneticFieldStrength = "1.5"

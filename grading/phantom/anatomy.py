@@ -1,169 +1,198 @@
-"""What each phantom slice contains: level, rootlets or cord, Schizas grade, dural sac size.
+"""One synthetic patient's 3-D anatomy, from which any plane can be cut, and the truth of a slice.
 
-Everything here is data drawn from a seeded generator; ``render.py`` turns it into pixels.
-Craniocaudal positions ``s`` are in mm from the top of T11, increasing towards the sacrum.
+:class:`Anatomy` joins the spine-frame volume (bone, discs, canal, sac, rootlets) and the
+body-frame volume (everything around it) in patient millimetres. :meth:`Anatomy.labels` cuts a
+label map for any plane: axial stacks angled to a disc, a contiguous axial stack and sagittal
+slices all come from the same anatomy, so their geometry agrees. :meth:`Anatomy.slice_truth`
+says what a perfect rater would record for an axial slice: canal box, sac mask and area, rootlet
+or cord level, and the Schizas grade read from the rootlet packing of the sac it crosses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-VERTEBRAE = ("T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1")
-DISCS = tuple(f"{a}/{b}" for a, b in zip(VERTEBRAE[:-1], VERTEBRAE[1:]))
+from grading.phantom.body_volume import BodyVolume, build_body_volume
+from grading.phantom.centreline import Centreline, build_centreline
+from grading.phantom.patient import Patient
+from grading.phantom.spine_volume import SpineVolume, build_spine_volume
+from grading.phantom.tissues import SAC_LABELS, Label
+
 GRADES = ("A", "B", "C", "D")
-A_SUBTYPES = ("A1", "A2", "A3", "A4")
+#: Rootlet packing (nominal rootlet area / sac area) where Schizas B and C begin: below 0.5 the
+#: CSF between rootlets is plain (A); up to 0.8 rootlets fill the sac but can be told apart (B);
+#: beyond, the sac is a grey mass (C, or D without dorsal epidural fat).
+PACKING_B, PACKING_C = 0.5, 0.8
+MIN_DORSAL_FAT_MM2 = 2.0
+MIN_CORD_MM2 = 8.0
+#: Coordinates are computed exactly every this many pixels and interpolated between (smooth maps).
+COARSE_STEP = 16
 
-#: Latent severity thresholds between Schizas grades; raters see the same scale with noise.
-GRADE_THRESHOLDS = (0.35, 0.58, 0.78)
-#: How far (mm, 1/e) disc-level narrowing reaches up and down the canal.
-NARROWING_REACH_MM = 9.0
 
-
-def grade_of(severity: float) -> str:
-    return GRADES[int(np.searchsorted(GRADE_THRESHOLDS, severity, side="right"))]
+def grade_of(packing: float, dorsal_fat_mm2: float) -> str:
+    if packing < PACKING_B:
+        return "A"
+    if packing < PACKING_C:
+        return "B"
+    return "C" if dorsal_fat_mm2 >= MIN_DORSAL_FAT_MM2 else "D"
 
 
 @dataclass(frozen=True)
-class Segment:
-    name: str  # "L4" (vertebral body) or "L4/L5" (disc)
-    kind: str  # "body" | "disc"
-    start: float
-    end: float
+class Plane:
+    """A slice: pixel (r, c) centre = origin + c * spacing[1] * row_dir + r * spacing[0] * col_dir."""
+
+    origin: np.ndarray  # LPS mm (DICOM ImagePositionPatient)
+    row_dir: np.ndarray  # direction of increasing column index (IOP[:3])
+    col_dir: np.ndarray  # direction of increasing row index (IOP[3:])
+    spacing: tuple[float, float]  # (between rows, between columns) mm
+    shape: tuple[int, int]  # rows, columns
+    thickness: float = 4.0
 
     @property
-    def centre(self) -> float:
-        return (self.start + self.end) / 2
+    def normal(self) -> np.ndarray:
+        n = np.cross(self.row_dir, self.col_dir)
+        return n / np.linalg.norm(n)
+
+    def points(self, rows: np.ndarray, cols: np.ndarray, offset: float = 0.0) -> np.ndarray:
+        """LPS points (len(rows), len(cols), 3) at fractional pixel indices, ``offset`` mm along the normal."""
+        r, c = np.meshgrid(np.asarray(rows, float), np.asarray(cols, float), indexing="ij")
+        return (self.origin + offset * self.normal + c[..., None] * self.spacing[1] * self.row_dir
+                + r[..., None] * self.spacing[0] * self.col_dir)
+
+    def to_pixel(self, point: np.ndarray) -> tuple[float, float]:
+        """(column, row) of an LPS point projected into the plane."""
+        d = np.asarray(point, float) - self.origin
+        return float(d @ self.row_dir / self.spacing[1]), float(d @ self.col_dir / self.spacing[0])
 
 
 @dataclass
-class Spine:
-    """One patient's spine along the craniocaudal axis."""
-
-    segments: list[Segment]
-    conus_tip: float  # where the spinal cord ends; rootlets below
-    disc_severity: dict[str, float]  # latent stenosis severity 0..1 at each disc
-    a_subtype: dict[str, str]  # Schizas A1-A4 rootlet pattern near each disc
-    normal_dsca: dict[str, float]  # unstenosed sac area (mm²) at each vertebra
-    metal_levels: tuple[str, ...] = ()  # pedicle screws: slices there are unusable ('other')
-
-    @property
-    def length(self) -> float:
-        return self.segments[-1].end
-
-    def segment_at(self, s: float) -> Segment:
-        for seg in self.segments:
-            if s < seg.end:
-                return seg
-        return self.segments[-1]
-
-    def disc_centres(self) -> dict[str, float]:
-        return {seg.name: seg.centre for seg in self.segments if seg.kind == "disc"}
-
-    def severity_at(self, s: float) -> tuple[float, str]:
-        """Stenosis severity at ``s`` and the disc it comes from (narrowing peaks at the disc)."""
-        best, best_disc = 0.0, ""
-        for disc, centre in self.disc_centres().items():
-            sev = self.disc_severity[disc] * np.exp(-(((s - centre) / NARROWING_REACH_MM) ** 2))
-            if sev > best or not best_disc:
-                best, best_disc = float(sev), disc
-        return best, best_disc
-
-    def nearest_disc(self, s: float) -> str:
-        centres = self.disc_centres()
-        return min(centres, key=lambda d: abs(centres[d] - s))
-
-
-def make_spine(rng: np.random.Generator) -> Spine:
-    segments, s = [], 0.0
-    for i, vertebra in enumerate(VERTEBRAE):
-        height = rng.uniform(21, 25) if vertebra.startswith("T") else rng.uniform(25, 30)
-        if vertebra == "S1":
-            height = 30.0  # the series ends in the sacrum
-        segments.append(Segment(vertebra, "body", s, s + height))
-        s += height
-        if i < len(DISCS):
-            disc_h = rng.uniform(5, 7) if vertebra.startswith("T") else rng.uniform(8, 12)
-            segments.append(Segment(DISCS[i], "disc", s, s + disc_h))
-            s += disc_h
-    by_name = {seg.name: seg for seg in segments}
-    # Conus tip: usually at L1 or the L1/L2 disc (range T12 to L2).
-    conus = float(np.clip(rng.normal(by_name["L1"].end, 9.0), by_name["T12"].centre, by_name["L2"].centre))
-    degeneration = rng.beta(2.6, 1.2)
-    weights = {"L4/L5": (0.7, 1.25), "L3/L4": (0.5, 1.15), "L5/S1": (0.35, 1.0), "L2/L3": (0.25, 0.95),
-               "L1/L2": (0.05, 0.55)}
-    disc_severity = {d: min(0.97, degeneration * rng.uniform(*weights.get(d, (0.0, 0.2)))) for d in DISCS}
-    a_subtype = {d: str(rng.choice(A_SUBTYPES, p=[0.35, 0.25, 0.2, 0.2])) for d in DISCS}
-    base = rng.normal(175, 18)
-    normal_dsca = {v: float(np.clip(base + rng.normal(0, 8) + (25 if v.startswith("T") else 0), 140, 240))
-                   for v in VERTEBRAE}
-    metal = (str(rng.choice(["L3", "L4", "L5"])),) if rng.random() < 0.12 else ()
-    return Spine(segments, conus, disc_severity, a_subtype, normal_dsca, metal)
-
-
-@dataclass
-class SliceAnatomy:
-    """The truth for one axial slice."""
-
-    s: float  # craniocaudal position (mm from top of T11)
-    segment: Segment
-    nearest_disc: str
-    level: str  # 'rootlet' | 'cord' | 'other' (truth as a perfect rater would call it)
-    content: str  # 'rootlet' | 'cord' | 'conus'
-    severity: float
-    grade: str  # A-D for rootlet slices, '' otherwise
-    a_subtype: str
+class SliceTruth:
+    level: str  # rootlet | cord | other
+    grade: str  # A-D on rootlet slices, else ''
+    sac_mask: np.ndarray  # bool (rows, columns)
     dsca_mm2: float
-    cord_scale: float  # 1 above the conus, tapering to 0 at its tip
-    n_rootlets: int
+    box: tuple[float, float, float, float] | None  # canal x0, y0, x1, y1 in pixels
+    segment: str  # what the plane crosses on the centreline: 'L4/L5', 'L4', 'S1'
+    segment_kind: str  # disc | body | sacrum
+    packing: float
+    dorsal_fat_mm2: float
+    a_subtype: str
     metal: bool
-    seed: int = field(repr=False, default=0)
+    s_mm: float  # where the plane crosses the centreline
 
 
-def slice_anatomy(spine: Spine, s: float, rng: np.random.Generator) -> SliceAnatomy:
-    segment = spine.segment_at(s)
-    disc = spine.nearest_disc(s)
-    vertebra = segment.name.split("/")[0]
-    severity, sev_disc = spine.severity_at(s)
-    above_tip = spine.conus_tip - s
-    if above_tip > 14:
-        content, cord_scale = "cord", 1.0
-    elif above_tip > 0:
-        content, cord_scale = "conus", float(np.clip(above_tip / 14, 0.25, 1.0))
-    else:
-        content, cord_scale = "rootlet", 0.0
-    # Above the conus the cord is not compressed in this cohort (thoracic stenosis is rare).
-    if content != "rootlet":
-        severity = 0.0
-    dsca = spine.normal_dsca[vertebra] * (1 - 0.86 * severity) * rng.uniform(0.96, 1.04)
-    metal = any(abs(s - seg.centre) < seg.end - seg.start for seg in spine.segments if seg.name in spine.metal_levels)
-    below = max(0.0, -above_tip)
-    n_rootlets = int(np.clip(round(30 - below / 9 + rng.normal(0, 2)), 10, 34))
-    level = "other" if metal else ("cord" if content in ("cord", "conus") else "rootlet")
-    return SliceAnatomy(
-        s=s,
-        segment=segment,
-        nearest_disc=disc,
-        level=level,
-        content=content,
-        severity=severity,
-        grade=grade_of(severity) if level == "rootlet" else "",
-        a_subtype=spine.a_subtype[sev_disc or disc],
-        dsca_mm2=float(dsca),
-        cord_scale=cord_scale,
-        n_rootlets=n_rootlets,
-        metal=metal,
-        seed=int(rng.integers(2**31)),
-    )
+class Anatomy:
+    def __init__(self, patient: Patient, line: Centreline, spine: SpineVolume, body: BodyVolume):
+        self.patient, self.line, self.spine, self.body = patient, line, spine, body
+
+    def _coordinates(self, plane: Plane, offset: float, shift: tuple[float, float]) -> np.ndarray:
+        """(6, rows, columns): spine-frame (s, v, u) and body-frame (z, y', x') of every pixel.
+
+        Computed exactly on a uniform grid about every COARSE_STEP pixels and interpolated
+        bilinearly between: within a plane all six are smooth functions of the pixel position.
+        """
+        rows, cols = plane.shape
+        rc = np.linspace(0, rows - 1, int(np.ceil((rows - 1) / COARSE_STEP)) + 1)
+        cc = np.linspace(0, cols - 1, int(np.ceil((cols - 1) / COARSE_STEP)) + 1)
+        points = plane.points(rc + shift[0], cc + shift[1], offset)
+        crossing = self.crossing(plane)
+        across = abs(float(plane.normal @ self.line.at(crossing)[3])) > 0.5  # roughly perpendicular to the spine
+        s, u, v = self.line.locate(points, guess=crossing if across else None, iterations=3 if across else 4)
+        z, yb, xb = self.body.to_body(points)
+        coarse = torch.from_numpy(np.stack([s, v, u, z, yb, xb]).astype(np.float32))[None]
+        return F.interpolate(coarse, size=(rows, cols), mode="bilinear", align_corners=True)[0].numpy()
+
+    @staticmethod
+    def _lookup(grid, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Nearest-voxel labels at coordinates (a, b, c); 0 outside the grid."""
+        shape = grid.labels.shape
+        flat = np.zeros(a.shape, np.int32)
+        inside = np.ones(a.shape, bool)
+        for coords, axis, n in ((a, grid.a, shape[0]), (b, grid.b, shape[1]), (c, grid.c, shape[2])):
+            position = (coords - axis[0]) * (1.0 / (axis[1] - axis[0])) + 0.5
+            inside &= (position >= 0) & (position < n)
+            k = position.astype(np.int32)  # nearest voxel (truncation of a non-negative value)
+            flat *= n
+            flat += k
+        out = np.take(grid.labels, flat, mode="clip")
+        out[~inside] = 0
+        return out
+
+    def labels(self, plane: Plane, offset: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+        """The label map of ``plane`` (uint8, rows x columns), ``offset`` mm along its normal and
+        ``shift`` pixels within it (sub-samples for partial volume)."""
+        return self._labels(self._coordinates(plane, offset, shift))
+
+    def _labels(self, coords: np.ndarray) -> np.ndarray:
+        s, v, u, z, yb, xb = coords
+        spine = self._lookup(self.spine.grid, s, v, u)
+        body = self._lookup(self.body.grid, z, yb, xb)
+        return np.where(spine != 0, spine, body)
+
+    def slab(self, plane: Plane, samples: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+        """Label maps of ``samples`` sub-planes spread over the slice thickness (each shifted by
+        up to half a pixel: partial volume in and across the plane), the central plane first,
+        and each pixel's depth in front of the skin of the back (mm)."""
+        centre = self._coordinates(plane, 0.0, (0.0, 0.0))
+        maps = [self._labels(centre)]
+        for offset in np.linspace(-0.42, 0.42, samples - 1) * plane.thickness if samples > 2 else \
+                [rng.choice([-0.3, 0.3]) * plane.thickness] * (samples - 1):
+            maps.append(self.labels(plane, float(offset), tuple(rng.uniform(-0.5, 0.5, 2))))
+        return maps, self.body.depth_from_back(centre[3], centre[4])
+
+    def crossing(self, plane: Plane) -> float:
+        """Arc length where the plane crosses the centreline (the canal centre it shows)."""
+        along = (self.line.points - plane.origin) @ plane.normal
+        k = int(np.argmin(np.abs(along)))
+        if 0 < k < len(along) - 1 and along[k - 1] * along[k + 1] < 0:
+            lo, hi = (k - 1, k + 1)
+            frac = along[lo] / (along[lo] - along[hi])
+            return float(self.line.s[lo] + frac * (self.line.s[hi] - self.line.s[lo]))
+        return float(self.line.s[k])
+
+    def section_index(self, s: float) -> int:
+        return int(np.clip(round(s / self.spine.ds), 0, len(self.spine.sac_area) - 1))
+
+    def slice_truth(self, plane: Plane, labels: np.ndarray) -> SliceTruth:
+        s = self.crossing(plane)
+        k = self.section_index(s)
+        segment, kind = self.patient.segment_at(s)
+        sac = np.isin(labels, SAC_LABELS)
+        centre = self.line.at(s)[0]
+        col, row = plane.to_pixel(centre)
+        # Only the sac around the canal centre (never a stray label elsewhere).
+        near = self._near(plane, (col, row), 25.0)
+        sac &= near
+        area = float(sac.sum() * plane.spacing[0] * plane.spacing[1])
+        packing = float(self.spine.packing()[k])
+        fat = float(self.spine.dorsal_fat[k])
+        cord = float(np.isin(labels[near], (Label.CORD, Label.CONUS)).sum() * plane.spacing[0] * plane.spacing[1])
+        metal = bool((labels[self._near(plane, (col, row), 40.0)] == Label.METAL).any())
+        box = None
+        if sac.any():
+            rows_, cols_ = np.nonzero(sac)
+            mx, my = 2.5 / plane.spacing[1], 2.5 / plane.spacing[0]
+            box = (float(cols_.min() - 0.5 - mx), float(rows_.min() - 0.5 - my), float(cols_.max() + 0.5 + mx),
+                   float(rows_.max() + 0.5 + my))
+        if metal or box is None:
+            level = "other"
+        else:
+            level = "cord" if cord >= MIN_CORD_MM2 else "rootlet"
+        return SliceTruth(level=level, grade=grade_of(packing, fat) if level == "rootlet" else "", sac_mask=sac,
+                          dsca_mm2=area, box=box, segment=segment, segment_kind=kind, packing=packing,
+                          dorsal_fat_mm2=fat, a_subtype=self.patient.a_subtype, metal=metal, s_mm=s)
+
+    @staticmethod
+    def _near(plane: Plane, centre: tuple[float, float], radius_mm: float) -> np.ndarray:
+        rows, cols = plane.shape
+        r = (np.arange(rows) - centre[1]) * plane.spacing[0]
+        c = (np.arange(cols) - centre[0]) * plane.spacing[1]
+        return (r[:, None] ** 2 + c[None, :] ** 2) <= radius_mm**2
 
 
-def series_positions(spine: Spine, rng: np.random.Generator, n_slices: int | None = None) -> np.ndarray:
-    """Slice positions (s, mm) of one 4-mm axial series of 15-46 slices (or ``n_slices``) ending in
-    the sacrum region. Longer series reach up past the conus into the cord, as in the paper's cohort.
-    """
-    drawn = int(rng.integers(15, 47))
-    n = n_slices or drawn
-    by_name = {seg.name: seg for seg in spine.segments}
-    last = rng.uniform(by_name["L3/L4"].end, by_name["S1"].start + 12)
-    first = max(1.0, last - 4.0 * (n - 1))
-    return first + 4.0 * np.arange(n)
+def build_anatomy(patient: Patient, anchor: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> Anatomy:
+    line = build_centreline(patient, anchor)
+    return Anatomy(patient, line, build_spine_volume(patient), build_body_volume(patient, line))

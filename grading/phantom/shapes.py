@@ -1,0 +1,97 @@
+"""Painting labels into a 3-D grid with implicit shapes, one numpy expression per structure.
+
+A :class:`Grid` holds a label volume indexed (a, b, c) with coordinate vectors along each axis.
+:meth:`Grid.box` returns the sub-volume covering a structure's extent with broadcastable
+coordinate arrays, so a shape whose size changes along the first axis (a vertebral body along
+the spine, an organ along the body) is a single vectorised test over its bounding box: no loop
+over sections. Later paints overwrite earlier ones, with ``only`` restricting where they may.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Box:
+    index: tuple[slice, slice, slice]
+    a: np.ndarray  # (k, 1, 1) coordinates along the first axis
+    b: np.ndarray  # (1, i, 1)
+    c: np.ndarray  # (1, 1, j)
+
+
+class Grid:
+    def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+        # float32 coordinates: every shape test is a chain of element-wise operations on them.
+        self.a, self.b, self.c = (np.asarray(x, np.float32) for x in (a, b, c))
+        self.labels = np.zeros((len(a), len(b), len(c)), np.uint8)
+
+    @staticmethod
+    def _span(axis: np.ndarray, lo: float, hi: float) -> slice:
+        step = axis[1] - axis[0]
+        start = int(np.clip(np.floor((lo - axis[0]) / step), 0, len(axis)))
+        stop = int(np.clip(np.ceil((hi - axis[0]) / step) + 1, 0, len(axis)))
+        return slice(start, stop)
+
+    def box(self, a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> Box | None:
+        spans = (self._span(self.a, *a), self._span(self.b, *b), self._span(self.c, *c))
+        if any(s.start >= s.stop for s in spans):
+            return None
+        return Box(spans, self.a[spans[0]][:, None, None], self.b[spans[1]][None, :, None],
+                   self.c[spans[2]][None, None, :])
+
+    def paint(self, box: Box | None, mask: np.ndarray, label: int, only: tuple[int, ...] | None = None,
+              exclude: np.ndarray | None = None) -> None:
+        if box is None:
+            return
+        view = self.labels[box.index]
+        mask = np.broadcast_to(mask, view.shape)
+        if only is not None:
+            mask = mask & np.isin(view, only)
+        if exclude is not None:
+            mask = mask & ~np.broadcast_to(exclude, view.shape)
+        view[mask] = label
+
+
+def ellipse(x, y, cx, cy, ax, ay, angle=0.0, power: float = 2.0) -> np.ndarray:
+    """Inside the (super)ellipse centred (cx, cy) with half-axes ax, ay, rotated by ``angle``."""
+    dx, dy = x - cx, y - cy
+    if np.any(angle):
+        c, s = np.cos(angle), np.sin(angle)
+        dx, dy = c * dx + s * dy, -s * dx + c * dy
+    x2, y2 = (dx / ax) ** 2, (dy / ay) ** 2
+    if power == 2.0:
+        return x2 + y2 <= 1.0
+    if power == 4.0:  # a rounded square (vertebral bodies), without a slow fractional power
+        return x2 * x2 + y2 * y2 <= 1.0
+    return x2 ** (power / 2) + y2 ** (power / 2) <= 1.0
+
+
+def capsule(x, y, p0: tuple, p1: tuple, radius) -> np.ndarray:
+    """Within ``radius`` of the segment p0-p1 (2-D; end points may vary along the first axis)."""
+    x0, y0 = p0
+    x1, y1 = p1
+    dx, dy = x1 - x0, y1 - y0
+    length2 = dx * dx + dy * dy + 1e-9
+    t = np.clip(((x - x0) * dx + (y - y0) * dy) / length2, 0.0, 1.0)
+    return (x - x0 - t * dx) ** 2 + (y - y0 - t * dy) ** 2 <= radius * radius
+
+
+def capsule3(a, b, c, p0: tuple, p1: tuple, radius: float) -> np.ndarray:
+    """Within ``radius`` of the 3-D segment p0-p1 (coordinates in the grid's order)."""
+    d = [q1 - q0 for q0, q1 in zip(p0, p1)]
+    length2 = sum(v * v for v in d) + 1e-9
+    t = np.clip(((a - p0[0]) * d[0] + (b - p0[1]) * d[1] + (c - p0[2]) * d[2]) / length2, 0.0, 1.0)
+    return ((a - p0[0] - t * d[0]) ** 2 + (b - p0[1] - t * d[1]) ** 2 + (c - p0[2] - t * d[2]) ** 2
+            <= radius * radius)
+
+
+def bump(x, lo: float, hi: float) -> np.ndarray:
+    """A smooth profile: 0 outside [lo, hi], rising to 1 in the middle (a half sine)."""
+    t = np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return np.clip(np.sin(np.pi * t), 0.0, 1.0)
+
+
+def ramp(x, lo: float, hi: float) -> np.ndarray:
+    return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
