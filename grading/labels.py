@@ -70,9 +70,10 @@ def validate_labels(table: pd.DataFrame, required: Iterable[str] = AGREEMENT_COL
         dsca = row.get("dsca_mm2", "")
         if dsca and (_number(dsca) is None or _number(dsca) < 0):
             bad(i, "dsca_mm2", f"{dsca!r} is not a non-negative number")
-        mask = row.get("mask", "")
-        if mask and (PurePosixPath(mask).is_absolute() or ".." in PurePosixPath(mask).parts):
-            bad(i, "mask", f"{mask!r} must be a path inside the table's folder")
+        for column in ("mask", "label_map"):
+            path = row.get(column, "")
+            if path and (PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts):
+                bad(i, column, f"{path!r} must be a path inside the table's folder")
         fold = row.get("fold", "")
         if fold and not fold.lstrip("-").isdigit():
             bad(i, "fold", f"{fold!r} is not an integer")

@@ -47,12 +47,8 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
         except Exception as exc:  # a bad file is reported, not fatal
             missing.append(f"case {row['case_id']}: {header.path}: {type(exc).__name__}: {exc}")
             continue
-        mask = None
-        if row.get("mask"):
-            mask = np.asarray(Image.open(Path(table_dir) / row["mask"])) > 0
-            if mask.shape != image.shape:
-                missing.append(f"case {row['case_id']}: mask {row['mask']} is {mask.shape}, image is {image.shape}")
-                mask = None
+        mask = _side_image(row, "mask", table_dir, image.shape, missing)
+        label_map = _side_image(row, "label_map", table_dir, image.shape, missing)
         dsca = row.get("dsca_mm2")
         records.append(SliceRecord(
             case_id=row["case_id"],
@@ -62,7 +58,25 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
             box=_box(row),
             level=row["level"],
             grade=row["grade"],
-            mask=mask,
+            mask=None if mask is None else mask > 0,
             dsca_mm2=None if dsca is None or pd.isna(dsca) else float(dsca),
+            label_map=label_map,
         ))
     return TrainingData(records, missing, scan.skipped)
+
+
+def _side_image(row: dict, column: str, table_dir: Path | str, shape: tuple[int, int], missing: list[str]):
+    """A PNG the table points at beside the slice (sac mask, label map), or None; a missing or
+    mis-sized file is reported, not fatal."""
+    if not row.get(column):
+        return None
+    path = Path(table_dir) / row[column]
+    try:
+        array = np.asarray(Image.open(path))
+    except OSError as exc:
+        missing.append(f"case {row['case_id']}: {column} {row[column]}: {exc}")
+        return None
+    if array.shape != shape:
+        missing.append(f"case {row['case_id']}: {column} {row[column]} is {array.shape}, image is {shape}")
+        return None
+    return array

@@ -1,7 +1,10 @@
-"""Augmentations (albumentations): rotation, scale, translation, horizontal flip, Gaussian noise.
+"""Augmentations (albumentations): rotation, scale, translation, horizontal flip, elastic
+deformation, Gaussian noise, gamma.
 
-Boxes and masks move with the image. Each epoch reseeds the pipeline from (seed, epoch), so a
-resumed run sees the same augmentations as an uninterrupted one.
+Boxes, sac masks and label maps move with the image (label maps by nearest neighbour). Each
+epoch reseeds the pipeline from (seed, epoch), so a resumed run sees the same augmentations as
+an uninterrupted one. Flips are left-right only: slices reach the models in the display
+orientation (anterior up), where an upside-down canal never occurs.
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ import albumentations as A
 @dataclass(frozen=True)
 class AugmentConfig:
     rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.9, 1.1)
+    scale: tuple[float, float] = (0.85, 1.18)
     translate: float = 0.06  # fraction of the image side
     flip_p: float = 0.5
+    elastic_p: float = 0.3  # smooth deformation of the anatomy (SynthSeg deforms its label maps too)
     noise_std: tuple[float, float] = (0.01, 0.05)  # zero-mean Gaussian, fraction of the intensity range
+    gamma: tuple[float, float] = (0.7, 1.4)  # on stored images; rendered ones draw their own
     p: float = 0.8
 
 
@@ -24,19 +29,21 @@ def _geometric(cfg: AugmentConfig) -> list[A.BasicTransform]:
     return [
         A.Affine(rotate=(-cfg.rotate_deg, cfg.rotate_deg), scale=cfg.scale,
                  translate_percent=(-cfg.translate, cfg.translate), border_mode=0, fill=0, fill_mask=0, p=cfg.p),
+        A.ElasticTransform(alpha=12, sigma=6, border_mode=0, fill=0, fill_mask=0, p=cfg.elastic_p),
         A.HorizontalFlip(p=cfg.flip_p),
+        A.RandomGamma(gamma_limit=(int(cfg.gamma[0] * 100), int(cfg.gamma[1] * 100)), p=0.5),
         A.GaussNoise(std_range=cfg.noise_std, mean_range=(0.0, 0.0), p=0.5),
     ]
 
 
 def detection_augment(cfg: AugmentConfig) -> A.Compose:
-    """For whole slices with the canal box (pascal_voc pixel corners)."""
+    """For slices or crops with the canal box (pascal_voc pixel corners) and label maps."""
     return A.Compose(_geometric(cfg), bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
                                                                min_visibility=0.6), seed=0)
 
 
 def patch_augment(cfg: AugmentConfig, size: int) -> A.Compose:
-    """For context crops around the canal (and their sac masks): augment, then crop to ``size``."""
+    """For context crops around the canal (and their masks): augment, then crop to ``size``."""
     return A.Compose([*_geometric(cfg), A.CenterCrop(size, size)], seed=0)
 
 

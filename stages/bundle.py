@@ -35,8 +35,9 @@ def architecture_name(stage: str, configs: StageConfigs) -> str:
 
 def spacing_handling(stage: str, configs: StageConfigs) -> str:
     if stage == "detector":
-        return (f"slice resized so its longer side is {configs.detector.input_size} px, aspect kept; "
-                "boxes mapped back to slice pixels; pixel spacing not used")
+        d = configs.detector
+        return (f"slice resampled to {d.pixel_mm} mm pixels from PixelSpacing (coarser if that exceeds {d.max_side} px); "
+                f"trained on {d.train_crop}-px crops; boxes mapped back to slice pixels")
     patch = configs.segmenter_patch if stage == "segmenter" else configs.classifier_patch
     text = (f"square patch around the canal box, side (1 + 2 x {patch.margin}) x the box's longer side, "
             f"resampled to {patch.size} x {patch.size} px")
@@ -55,7 +56,7 @@ def sha256_of(path: Path) -> str:
 
 def _input_size(stage: str, configs: StageConfigs) -> int:
     if stage == "detector":
-        return configs.detector.input_size
+        return configs.detector.max_side
     return (configs.segmenter_patch if stage == "segmenter" else configs.classifier_patch).size
 
 
@@ -77,6 +78,7 @@ def save_bundle(folder: Path | str, models: dict[str, torch.nn.Module], configs:
             "labels": LABEL_MAPS[stage],
             "input_size": _input_size(stage, configs),
             "spacing_handling": spacing_handling(stage, configs),
+            "preprocessing": asdict(configs.preprocessing),
             "metrics": (metrics or {}).get(stage, {}),
         }
     manifest = {"format": FORMAT, "version": VERSION, "stages": entries, "configs": asdict(configs),
@@ -180,7 +182,8 @@ def combine_bundles(folder: Path | str, sources: dict[str, Path | str]) -> Path:
             if name in configs and configs[name] != manifest["configs"][name]:
                 raise BundleError(f"{source}: {stage}'s {name} settings differ from another part's")
             configs[name] = manifest["configs"][name]
-        configs.setdefault("augment", manifest["configs"]["augment"])
+        for name in ("augment", "preprocessing", "synth"):  # training settings, or shared by every stage
+            configs.setdefault(name, manifest["configs"].get(name, {}))
     base = asdict(StageConfigs())
     base.update(configs)
     manifest = {"format": FORMAT, "version": VERSION, "stages": entries, "configs": base,

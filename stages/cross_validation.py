@@ -51,10 +51,11 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
     models, metrics = {}, {}
     n_patients = len({r.patient for r in train})
     for stage in request.stages:
-        unit, train_data, val_data = stage_training(stage, request.profile.configs, train, val, request.backbone_weights)
+        settings = _settings(request, stage, n_patients)
+        unit, train_data, val_data = stage_training(stage, request.profile.configs, train,
+                                                    _spread(val, settings.max_val_items), request.backbone_weights)
         if len(train_data) == 0:
             raise ValueError(f"no training data for the {stage} stage (check the labels for this rater)")
-        settings = _settings(request, stage, n_patients)
         result = fit(unit, train_data, val_data, settings, folder / stage, resume=request.resume,
                      progress=None if progress else False)
         models[stage] = unit.model
@@ -65,6 +66,13 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
                           "n_train": len(train_data),
                           "n_val": len(val_data), **{k: v for k, v in last.items() if k.startswith("val_")}}
     return models, metrics
+
+
+def _spread(records: list[SliceRecord], limit: int | None) -> list[SliceRecord]:
+    """At most ``limit`` records, evenly spread over the list (patients stay represented)."""
+    if limit is None or len(records) <= limit:
+        return records
+    return [records[int(i)] for i in np.linspace(0, len(records) - 1, limit)]
 
 
 def predictions_table(records: list[SliceRecord], models, configs, fold: int | None) -> pd.DataFrame:

@@ -1,7 +1,10 @@
 """Prepared, in-memory training data for each stage, built once from slice records.
 
-Whole slices are kept at the detector's input size and patches as context crops around the
-labelled canal box, so an epoch never touches DICOM and memory stays at ~50 kB a slice.
+Whole slices are kept at the detector's pixel size and patches as context crops around the
+labelled canal box, so an epoch never touches DICOM. Where a slice has a label map (synthetic
+data), it is kept beside the image and moves with it through the augmentation; the collate
+functions then replace a share of each batch (``SynthConfig.probability``) by new images
+rendered from the label maps with random contrast, a whole batch at a time.
 """
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stages.detector import detector_input, to_model_input
+from stages.detector import DetectorConfig, input_scale, resample, scale_box, to_model_input
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.records import SliceRecord
+from stages.synth import SynthConfig, render_random
 
 
 @dataclass(frozen=True)
@@ -30,30 +34,90 @@ def context_geometry(box, cfg: PatchConfig) -> PatchGeometry:
     return PatchGeometry(core.x0 - pad * core.step, core.y0 - pad * core.step, core.step, cfg.size + 2 * pad)
 
 
-class DetectionData(Dataset):
-    """Slices at the detector's input size with their canal box (none for slices without one)."""
+def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:
+    """Random-contrast images for a batch of label maps, spread over a random intensity range
+    like the percentile-normalised slices the models see at inference (0 to about 1.5)."""
+    images = render_random(labels, synth)
+    top = 0.8 + 0.7 * torch.rand(len(images), 1, 1)
+    return images * top
 
-    def __init__(self, records: list[SliceRecord], input_size: int, augment=None):
-        self.images, self.boxes = [], []
+
+def _render_share(images: torch.Tensor, labels: list[np.ndarray | None], synth: SynthConfig | None) -> torch.Tensor:
+    """Replace the images whose label map is drawn (probability ``synth.probability``)."""
+    if synth is None or synth.probability <= 0:
+        return images
+    chosen = [i for i, lab in enumerate(labels) if lab is not None and float(torch.rand(1)) < synth.probability]
+    if chosen:
+        maps = torch.from_numpy(np.stack([labels[i] for i in chosen]).astype(np.int64))
+        images[chosen] = _rendered(maps, synth)
+    return images
+
+
+class DetectionData(Dataset):
+    """Slices at the detector's pixel size with their canal box (none for slices without one).
+
+    With ``crop``, each item is a ``train_crop`` square: around the box nine times in ten,
+    anywhere otherwise (slices smaller than the crop are padded).
+    """
+
+    def __init__(self, records: list[SliceRecord], config: DetectorConfig, augment=None, crop: bool = False):
+        self.images, self.boxes, self.labels, self.spacings = [], [], [], []
         for r in records:
-            image, scale = detector_input(r.image, input_size)
-            self.images.append(image)
-            self.boxes.append(None if r.box is None else tuple(v * scale for v in r.box))
+            scale = input_scale(r.image.shape, r.spacing, config)
+            self.images.append(resample(r.image, scale))
+            self.labels.append(None if r.label_map is None else resample(r.label_map, scale, "nearest"))
+            self.boxes.append(None if r.box is None else scale_box(r.box, scale))
+            self.spacings.append((r.spacing[0] / scale[0], r.spacing[1] / scale[1]))
         self.augment = augment
+        self.crop = config.train_crop if crop else None
         self.strata = ["canal" if b is not None else "none" for b in self.boxes]
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _window(self, shape: tuple[int, int], box) -> tuple[int, int]:
+        """Top-left corner of the crop (rows, columns)."""
+        size = self.crop
+        limits = [max(0, n - size) for n in shape]
+        if box is not None and float(torch.rand(1)) < 0.9:
+            x0, y0, x1, y1 = box
+            lo = [max(0, int(np.ceil(y1)) - size), max(0, int(np.ceil(x1)) - size)]
+            hi = [min(limits[0], int(y0)), min(limits[1], int(x0))]
+            return tuple(int(torch.randint(lo[k], max(lo[k], hi[k]) + 1, (1,))) for k in range(2))
+        return tuple(int(torch.randint(0, limit + 1, (1,))) for limit in limits)
+
+    def _cropped(self, i: int):
+        image, labels, box = self.images[i], self.labels[i], self.boxes[i]
+        if self.crop is None:
+            return image, labels, box
+        r0, c0 = self._window(image.shape, box)
+        size = self.crop
+        out = np.zeros((size, size), np.float32)
+        part = image[r0:r0 + size, c0:c0 + size]
+        out[:part.shape[0], :part.shape[1]] = part
+        out_labels = None
+        if labels is not None:
+            out_labels = np.zeros((size, size), np.uint8)
+            out_labels[:part.shape[0], :part.shape[1]] = labels[r0:r0 + size, c0:c0 + size]
+        if box is not None:
+            x0, y0, x1, y1 = box[0] - c0, box[1] - r0, box[2] - c0, box[3] - r0
+            inside = (min(x1, size) - max(x0, 0)) * (min(y1, size) - max(y0, 0)) / max((x1 - x0) * (y1 - y0), 1e-6)
+            box = (max(0.0, x0), max(0.0, y0), min(float(size), x1), min(float(size), y1)) if inside > 0.6 else None
+        return out, out_labels, box
+
     def __getitem__(self, i: int):
-        image, box = self.images[i], self.boxes[i]
+        image, labels, box = self._cropped(i)
         boxes = [] if box is None else [self._clip(box, image.shape)]
         if self.augment is not None:
-            out = self.augment(image=image, bboxes=np.array(boxes, np.float32).reshape(-1, 4), labels=[1] * len(boxes))
+            masks = [labels] if labels is not None else []
+            out = self.augment(image=image, masks=masks, bboxes=np.array(boxes, np.float32).reshape(-1, 4),
+                               labels=[1] * len(boxes))
             image, boxes = out["image"], [tuple(b) for b in out["bboxes"]]
+            if labels is not None:
+                labels = np.ascontiguousarray(out["masks"][0])
         target = {"boxes": torch.tensor(np.array(boxes, np.float32).reshape(-1, 4)),
                   "labels": torch.ones(len(boxes), dtype=torch.int64)}
-        return to_model_input(image), target
+        return np.ascontiguousarray(image, np.float32), labels, target
 
     @staticmethod
     def _clip(box, shape):
@@ -61,12 +125,22 @@ class DetectionData(Dataset):
         return (max(0.0, x0), max(0.0, y0), min(float(shape[1]), x1), min(float(shape[0]), y1))
 
 
-def detection_collate(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
+class DetectionCollate:
+    """Batches detection items, rendering a share of them from their label maps."""
+
+    def __init__(self, synth: SynthConfig | None = None):
+        self.synth = synth
+
+    def __call__(self, batch):
+        images = [torch.from_numpy(b[0]) for b in batch]
+        if self.synth is not None and len({tuple(i.shape) for i in images}) == 1:
+            images = list(_render_share(torch.stack(images), [b[1] for b in batch], self.synth))
+        return [to_model_input(i) for i in images], [b[2] for b in batch]
 
 
 class PatchData(Dataset):
-    """Context crops around the labelled canal, with level/grade targets and soft sac masks."""
+    """Context crops around the labelled canal, with level/grade targets, soft sac masks and
+    (for synthetic slices) label-map crops."""
 
     def __init__(self, records: list[SliceRecord], cfg: PatchConfig, target: str, augment=None, center=None):
         if target not in ("level", "grade", "mask"):
@@ -76,6 +150,9 @@ class PatchData(Dataset):
         self.crops = [extract_patches(r.image, [g])[0] for r, g in zip(keep, geometries)]
         self.masks = ([extract_patches(r.mask.astype(np.float32), [g])[0] for r, g in zip(keep, geometries)]
                       if target == "mask" else None)
+        self.label_crops = [None if r.label_map is None else
+                            extract_patches(r.label_map.astype(np.float32), [g], mode="nearest")[0].astype(np.uint8)
+                            for r, g in zip(keep, geometries)]
         self.area_per_pixel = [g.pixel_area_mm2(r.spacing) for r, g in zip(keep, geometries)]
         self.dsca = [r.dsca_mm2 for r in keep]
         self.labels = [r.level_index if target == "level" else r.grade_index if target == "grade" else 0 for r in keep]
@@ -87,11 +164,27 @@ class PatchData(Dataset):
 
     def __getitem__(self, i: int):
         transform = self.augment if self.augment is not None else self.center
+        masks = ([self.masks[i]] if self.masks is not None else []) + \
+            ([self.label_crops[i]] if self.label_crops[i] is not None else [])
+        out = transform(image=self.crops[i], masks=masks)
+        image = torch.from_numpy(np.ascontiguousarray(out["image"]))[None]
+        labels = np.ascontiguousarray(out["masks"][-1]) if self.label_crops[i] is not None else None
         if self.masks is not None:
-            out = transform(image=self.crops[i], mask=self.masks[i])
-            return torch.from_numpy(out["image"])[None], torch.from_numpy(np.ascontiguousarray(out["mask"]))[None]
-        out = transform(image=self.crops[i])
-        return torch.from_numpy(out["image"])[None], torch.tensor(self.labels[i])
+            return image, torch.from_numpy(np.ascontiguousarray(out["masks"][0]))[None], labels
+        return image, torch.tensor(self.labels[i]), labels
+
+
+class PatchCollate:
+    """Stacks patch items into (x, y), rendering a share of them from their label maps."""
+
+    def __init__(self, synth: SynthConfig | None = None):
+        self.synth = synth
+
+    def __call__(self, batch):
+        x = torch.stack([b[0] for b in batch])
+        y = torch.stack([b[1] for b in batch])
+        rendered = _render_share(x[:, 0].clone(), [b[2] for b in batch], self.synth)
+        return rendered[:, None], y
 
 
 def _has_target(r: SliceRecord, target: str) -> bool:

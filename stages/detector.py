@@ -2,8 +2,15 @@
 
 Built from the same parts as ``torchvision.models.detection.fasterrcnn_resnet50_fpn`` (which it
 equals with default settings), so that local ImageNet backbone weights get the same frozen
-BatchNorm and trainable layers. Nothing is ever downloaded. Slices are resized so their longer
-side is ``input_size`` and replicated to three channels; boxes come back in slice pixels.
+BatchNorm and trainable layers. Nothing is ever downloaded.
+
+Slices reach it at a fixed pixel size in millimetres (``pixel_mm``), not a fixed matrix: a
+canal is then always about the same number of pixels, whether the field of view is 200 mm of
+lumbar spine or 450 mm of abdomen. Larger fields are shrunk to ``max_side``. The model's own
+transform only normalises and batches (it never resizes), and training uses square crops of
+``train_crop`` pixels, so a step costs the same whatever the slice. Boxes come back in slice
+pixels. ``fpn_channels`` and ``representation_size`` default to torchvision's (256, 1024); the
+CPU profiles halve the cost of the pyramid and box head with 128 and 256.
 """
 from __future__ import annotations
 
@@ -16,16 +23,23 @@ import torch.nn.functional as F
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 LABELS = ("background", "canal")
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    input_size: int = 160
-    #: One canal per slice, 10-40 px at the input size: anchors from 16 px, few proposals.
+    pixel_mm: float = 1.4  # slices are resampled to this pixel size
+    max_side: int = 288  # ... unless that makes them larger than this (then coarser)
+    train_crop: int = 160  # square training crops (pixels at pixel_mm)
+    fpn_channels: int = 256
+    representation_size: int = 1024
+    #: One canal per slice, ~10-25 px at 1.4 mm: anchors from 16 px, few proposals.
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
     rpn_pre_nms_top_n_train: int = 300
     rpn_post_nms_top_n_train: int = 100
@@ -40,12 +54,20 @@ class DetectorConfig:
 
     def torchvision_defaults(self) -> "DetectorConfig":
         """torchvision's own detection settings (for side-by-side speed comparisons)."""
-        return DetectorConfig(input_size=self.input_size, anchor_sizes=(32, 64, 128, 256, 512),
+        return DetectorConfig(pixel_mm=self.pixel_mm, max_side=self.max_side, train_crop=self.train_crop,
+                              fpn_channels=256, representation_size=1024, anchor_sizes=(32, 64, 128, 256, 512),
                               rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=2000,
                               rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
                               rpn_batch_size_per_image=256, box_batch_size_per_image=512,
                               box_detections_per_img=100, pretrained_backbone=self.pretrained_backbone,
                               trainable_backbone_layers=self.trainable_backbone_layers)
+
+
+class FixedScaleTransform(GeneralizedRCNNTransform):
+    """torchvision's transform without the resize: inputs already arrive at the model's scale."""
+
+    def resize(self, image, target=None):
+        return image, target
 
 
 def load_backbone_weights(path: Path | str) -> dict[str, torch.Tensor]:
@@ -60,6 +82,19 @@ def load_backbone_weights(path: Path | str) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _fpn_backbone(body: torch.nn.Module, trainable_layers: int, out_channels: int) -> BackboneWithFPN:
+    """torchvision's ResNet-FPN extractor with a choice of pyramid width."""
+    layers = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        layers.append("bn1")
+    for name, parameter in body.named_parameters():
+        if all(not name.startswith(layer) for layer in layers):
+            parameter.requires_grad_(False)
+    return_layers = {f"layer{k}": str(v) for v, k in enumerate((1, 2, 3, 4))}
+    in_channels = [256, 512, 1024, 2048]
+    return BackboneWithFPN(body, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+
+
 def build_detector(config: DetectorConfig, backbone_weights: Path | str | None = None) -> FasterRCNN:
     pretrained = config.pretrained_backbone or backbone_weights is not None
     norm_layer = misc_nn_ops.FrozenBatchNorm2d if pretrained else torch.nn.BatchNorm2d
@@ -70,14 +105,14 @@ def build_detector(config: DetectorConfig, backbone_weights: Path | str | None =
         if unexpected or [k for k in missing if not k.startswith("fc.")]:
             raise ValueError(f"{backbone_weights}: not ResNet50 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     trainable = min(config.trainable_backbone_layers, 3) if pretrained else config.trainable_backbone_layers
-    backbone = _resnet_fpn_extractor(body, trainable)
+    backbone = _fpn_backbone(body, trainable, config.fpn_channels)
     anchors = AnchorGenerator(tuple((s,) for s in config.anchor_sizes), ((0.5, 1.0, 2.0),) * len(config.anchor_sizes))
-    return FasterRCNN(
+    model = FasterRCNN(
         backbone,
-        num_classes=len(LABELS),
-        min_size=config.input_size,
-        max_size=config.input_size,
+        num_classes=None,
         rpn_anchor_generator=anchors,
+        box_head=TwoMLPHead(config.fpn_channels * 7 * 7, config.representation_size),
+        box_predictor=FastRCNNPredictor(config.representation_size, len(LABELS)),
         rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
         rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
@@ -87,23 +122,50 @@ def build_detector(config: DetectorConfig, backbone_weights: Path | str | None =
         box_detections_per_img=config.box_detections_per_img,
         box_score_thresh=config.box_score_thresh,
     )
+    model.transform = FixedScaleTransform(min_size=1, max_size=1, image_mean=[0.485, 0.456, 0.406],
+                                          image_std=[0.229, 0.224, 0.225])
+    return model
 
 
-def detector_input(image: np.ndarray, input_size: int) -> tuple[np.ndarray, float]:
-    """The slice resized so its longer side is ``input_size``; returns it and the scale used."""
+def input_scale(shape: tuple[int, int], spacing: tuple[float, float], config: DetectorConfig) -> tuple[float, float]:
+    """(row, column) scale from slice pixels to detector pixels: ``pixel_mm`` per pixel, unless
+    that would exceed ``max_side``."""
+    rows, cols = shape
+    scale_r, scale_c = spacing[0] / config.pixel_mm, spacing[1] / config.pixel_mm
+    shrink = min(1.0, config.max_side / max(rows * scale_r, cols * scale_c))
+    return scale_r * shrink, scale_c * shrink
+
+
+def resample(image: np.ndarray, scale: tuple[float, float], mode: str = "bilinear") -> np.ndarray:
+    """``image`` resized by (row, column) factors; ``mode`` 'nearest' for label maps."""
     rows, cols = image.shape
-    scale = input_size / max(rows, cols)
-    if scale == 1.0:
-        return np.ascontiguousarray(image, np.float32), 1.0
-    size = (max(1, round(rows * scale)), max(1, round(cols * scale)))
+    size = (max(1, round(rows * scale[0])), max(1, round(cols * scale[1])))
+    if size == (rows, cols):
+        return np.ascontiguousarray(image)
     tensor = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-    resized = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return resized[0, 0].numpy(), scale
+    if mode == "nearest":
+        out = F.interpolate(tensor, size=size, mode="nearest-exact")
+        return out[0, 0].numpy().astype(image.dtype)
+    return F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0].numpy()
 
 
-def to_model_input(image: np.ndarray) -> torch.Tensor:
+def detector_input(image: np.ndarray, spacing: tuple[float, float], config: DetectorConfig
+                   ) -> tuple[np.ndarray, tuple[float, float]]:
+    """The slice at the detector's pixel size, and the (row, column) scale used."""
+    scale = input_scale(image.shape, spacing, config)
+    return resample(np.asarray(image, np.float32), scale), scale
+
+
+def scale_box(box, scale: tuple[float, float]) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) multiplied by the (row, column) scale."""
+    x0, y0, x1, y1 = box
+    return (x0 * scale[1], y0 * scale[0], x1 * scale[1], y1 * scale[0])
+
+
+def to_model_input(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(H, W) grey -> (3, H, W): ResNet expects three channels."""
-    return torch.from_numpy(np.ascontiguousarray(image, np.float32))[None].expand(3, -1, -1)
+    tensor = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image, np.float32))
+    return tensor[None].expand(3, -1, -1)
 
 
 @dataclass(frozen=True)
@@ -124,21 +186,26 @@ def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None
 
 
 @torch.no_grad()
-def detect(model: FasterRCNN, images: list[np.ndarray], input_size: int, batch_size: int = 8,
-           device: str | torch.device | None = None) -> list[Detection | None]:
+def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]], config: DetectorConfig,
+           batch_size: int = 8, device: str | torch.device | None = None) -> list[Detection | None]:
     """The top-scoring canal box of each slice, or None where the detector found none
-    (``device`` None: the model's own)."""
+    (``device`` None: the model's own). Slices of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
-    results: list[Detection | None] = []
-    for start in range(0, len(images), batch_size):
-        chunk = [detector_input(img, input_size) for img in images[start:start + batch_size]]
-        outputs = model([to_model_input(img).to(device) for img, _ in chunk])
-        for (_, scale), out in zip(chunk, outputs):
-            if len(out["boxes"]) == 0:
-                results.append(None)
-                continue
-            best = int(torch.argmax(out["scores"]))
-            box = (out["boxes"][best].float().cpu().numpy() / scale).tolist()
-            results.append(Detection(tuple(float(v) for v in box), float(out["scores"][best])))
+    prepared = [detector_input(img, sp, config) for img, sp in zip(images, spacings)]
+    results: list[Detection | None] = [None] * len(images)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, (img, _) in enumerate(prepared):
+        by_shape.setdefault(img.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            outputs = model([to_model_input(prepared[i][0]).to(device) for i in chunk])
+            for i, out in zip(chunk, outputs):
+                if len(out["boxes"]) == 0:
+                    continue
+                best = int(torch.argmax(out["scores"]))
+                scale = prepared[i][1]
+                box = scale_box(out["boxes"][best].float().cpu().numpy(), (1 / scale[0], 1 / scale[1]))
+                results[i] = Detection(tuple(float(v) for v in box), float(out["scores"][best]))
     return results

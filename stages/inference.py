@@ -103,7 +103,7 @@ def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, im
 def _predict(models, configs, images, spacings, boxes, min_box_score, device, settings, timings):
     if "detector" in models:
         with _timed(timings, "detector_s"):
-            found = detect(models["detector"], images, configs.detector.input_size,
+            found = detect(models["detector"], images, spacings, configs.detector,
                            batch_size=settings.detector_batch, device=device)
         located = [(d.box, d.score) if d is not None and d.score >= min_box_score else (None, d.score if d else None)
                    for d in found]

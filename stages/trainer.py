@@ -36,6 +36,7 @@ class TrainSettings:
     samples_per_epoch: int | None = None  # draws per epoch (default: the training set's size)
     balanced: bool = True  # weighted sampling: every level / grade equally often
     seed: int = 0
+    max_val_items: int | None = None  # validate on at most this many items, spread evenly (None: all)
 
 
 @dataclass

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from stages.augment import AugmentConfig, detection_augment, patch_augment, patch_center
-from stages.datasets import DetectionData, PatchConfig, PatchData, detection_collate
+from stages.datasets import DetectionCollate, DetectionData, PatchCollate, PatchConfig, PatchData
 from stages.detector import DetectorConfig, build_detector, detect
 from stages.losses import segmentation_loss
 from stages.predict import mask_area, box_iou, classify, segment
-from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
+from stages.records import GRADE_NAMES, LEVEL_NAMES, Preprocessing, SliceRecord
 from stages.segmenters import Segmenter, SegmenterConfig
+from stages.synth import SynthConfig
 from stages.trainer import StageTraining
 from stages.vgg import VGGClassifier, VGGConfig
 
@@ -33,6 +34,26 @@ class StageConfigs:
     segmenter_patch: PatchConfig = field(default_factory=lambda: PatchConfig(size=96))
     segmenter_loss: str = "bce_dice"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    synth: "StageSynth" = field(default_factory=lambda: StageSynth())
+
+
+@dataclass(frozen=True)
+class StageSynth:
+    """Randomised contrast per stage (training only; applied to slices that have label maps).
+
+    The detector and segmenter learn shape and context from any contrast. The classifiers
+    read rootlets against CSF (the Schizas grade) and cord against CSF: their renders keep
+    those pairs apart (label values of grade-phantom's vocabulary: CSF 32, rootlets 33,
+    cord 34, conus 35) and they see fewer of them.
+    """
+
+    detector: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
+    segmenter: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
+    level: SynthConfig = field(default_factory=lambda: SynthConfig(
+        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
+    grade: SynthConfig = field(default_factory=lambda: SynthConfig(
+        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
 
 
 def build_model(stage: str, configs: StageConfigs, backbone_weights=None) -> torch.nn.Module:
@@ -50,10 +71,10 @@ def _detector_loss(model, batch):
     return sum(model(images, targets).values())
 
 
-def _evaluate_detector(input_size: int):
+def _evaluate_detector(config: DetectorConfig):
     def evaluate(model, data: DetectionData) -> dict:
         keep = [i for i, b in enumerate(data.boxes) if b is not None]
-        found = detect(model, [data.images[i] for i in keep], input_size)
+        found = detect(model, [data.images[i] for i in keep], [data.spacings[i] for i in keep], config)
         ious = np.array([box_iou(d.box, data.boxes[i]) if d else 0.0 for d, i in zip(found, keep)])
         mean_iou = float(ious.mean()) if len(ious) else 0.0
         return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": mean_iou, "tiebreak": mean_iou}
@@ -109,22 +130,23 @@ def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], 
                    backbone_weights=None):
     """(StageTraining, train dataset, validation dataset) for one stage."""
     model = build_model(stage, configs, backbone_weights)
+    synth = getattr(configs.synth, stage)
     if stage == "detector":
-        size = configs.detector.input_size
         augment = detection_augment(configs.augment)
-        return (StageTraining(stage, model, _detector_loss, _evaluate_detector(size), detection_collate, augment),
-                DetectionData(train, size, augment), DetectionData(val, size))
+        return (StageTraining(stage, model, _detector_loss, _evaluate_detector(configs.detector),
+                              DetectionCollate(synth), augment),
+                DetectionData(train, configs.detector, augment, crop=True), DetectionData(val, configs.detector))
     if stage in ("level", "grade"):
         cfg = configs.classifier_patch
         augment = patch_augment(configs.augment, cfg.size)
         return (StageTraining(stage, model, _classifier_loss(stage == "level"), lambda m, d: _evaluate_classifier(d, m),
-                              None, augment),
+                              PatchCollate(synth), augment),
                 PatchData(train, cfg, stage, augment, patch_center(cfg.size)),
                 PatchData(val, cfg, stage, None, patch_center(cfg.size)))
     cfg = configs.segmenter_patch
     augment = patch_augment(configs.augment, cfg.size)
     return (StageTraining(stage, model, _segmenter_loss(configs.segmenter_loss), lambda m, d: _evaluate_segmenter(d, m),
-                          None, augment),
+                          PatchCollate(synth), augment),
             PatchData(train, cfg, "mask", augment, patch_center(cfg.size)),
             PatchData(val, cfg, "mask", None, patch_center(cfg.size)))
 
