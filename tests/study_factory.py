@@ -16,6 +16,20 @@ from pydicom.uid import (
 )
 
 from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_dataset
+from grading.phantom.cohort import CohortConfig, generate_patient
+
+
+def phantom_config(patients: int = 1, seed: int = 0, workers: int = 1) -> CohortConfig:
+    """A cohort of one contiguous axial T2 TSE series per patient: what most tests need, quickly."""
+    return CohortConfig(patients=patients, seed=seed, workers=workers, series=("ax_t2",),
+                        axial_presets={"t2_tse": 1.0})
+
+
+def phantom_series(root: Path, index: int = 1, seed: int = 0, matrix: int | None = None,
+                   n_slices: int | None = None) -> tuple[Path, list[dict]]:
+    """One phantom patient's axial T2 series folder, and its label rows."""
+    rows, summary = generate_patient(root, index, seed, phantom_config(seed=seed), matrix=matrix, n_slices=n_slices)
+    return root / "dicom" / summary["patient_id"] / "ax_t2", rows
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -143,6 +157,8 @@ def build_mixed_study(root: Path) -> dict:
 
 __all__ = [
     "AXIAL",
+    "phantom_config",
+    "phantom_series",
     "SAGITTAL",
     "JPEG2000Lossless",
     "JPEGLSLossless",

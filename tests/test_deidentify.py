@@ -9,7 +9,7 @@ import torch
 
 from grading.cli.study import main as grade_study
 from grading.deidentify import deidentify_dataset
-from grading.phantom.cohort import generate_patient
+from study_factory import phantom_series
 from stages.bundle import save_bundle
 from stages.profiles import smoke
 from stages.training import build_model
@@ -24,10 +24,10 @@ NEEDLES = [b"DOE", b"JANE", b"MRN483920", b"19470312", b"ELSEWHERE", b"ACC99172"
 def named_study(tmp_path_factory) -> Path:
     """A phantom series carrying identifiers, in a folder named after the patient."""
     root = tmp_path_factory.mktemp("phantom")
-    generate_patient(root, 1, 0, matrix=128, n_slices=6)
+    series, _ = phantom_series(root, matrix=128, n_slices=6)
     study = root / "DOE_JANE_MRN483920"
     study.mkdir()
-    for path in sorted(next((root / "dicom").iterdir()).glob("*.dcm")):
+    for path in sorted(series.glob("*.dcm")):
         ds = pydicom.dcmread(path)
         for keyword, value in IDENTIFIERS.items():
             setattr(ds, keyword, value)
@@ -41,6 +41,9 @@ def bundle(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     configs = smoke().configs  # untrained: every slice gets a box, so the SR and SEG are written
     models = {stage: build_model(stage, configs) for stage in ("detector", "level", "grade", "segmenter")}
+    # Every slice 'rootlet' and every pixel 'sac': the SEG and SR are always written.
+    torch.nn.init.constant_(models["level"].fc.bias, -4.0)
+    torch.nn.init.constant_(models["segmenter"].head.bias, 4.0)
     return save_bundle(tmp_path_factory.mktemp("bundle") / "bundle", models, configs, provenance={})
 
 

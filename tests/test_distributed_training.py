@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.phantom.cohort import generate_cohort
+from study_factory import phantom_config
 from stages.bundle import load_bundle
 
 
 def test_torchrun_with_two_cpu_processes_trains_and_writes_once(tmp_path):
     cohort = tmp_path / "cohort"
-    generate_cohort(cohort, CohortConfig(patients=3, seed=2, workers=1), progress=False)
+    generate_cohort(cohort, phantom_config(3, 2), progress=False)
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

@@ -14,7 +14,7 @@ from grading.cli.study import main as grade_study
 from grading.dicom import load_series_pixels, scan_study
 from grading.models_location import find_model_bundle
 from grading.outputs import replace_folder
-from grading.phantom.cohort import generate_patient
+from study_factory import phantom_series
 from grading.pipeline import grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import load_bundle, save_bundle
@@ -32,9 +32,8 @@ PLAIN = replace(InferenceSettings.torchvision_defaults(), rpn_pre_nms_top_n=FAST
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("study")
-    generate_patient(root, 1, 0, matrix=256, n_slices=10)
-    return next((root / "dicom").iterdir())
+    series, _ = phantom_series(tmp_path_factory.mktemp("study"), matrix=256, n_slices=10)
+    return series
 
 
 @pytest.fixture(scope="module")
@@ -115,13 +114,15 @@ def test_fast_settings_match_torchvision_defaults_with_trained_models(tmp_path):
         pytest.skip("no trained bundle: run grade-demo once")
     models, configs, _ = load_bundle(bundle, stages=None)
     truth_boxes, found_fast, found_default, moved, graded, grades_differ = {}, [], [], 0, 0, 0
+    studies = []
     for index in range(100, 104):
-        rows, _ = generate_patient(tmp_path, index, 7)
+        series, rows = phantom_series(tmp_path, index, 7)
+        studies.append(series)
         truth_boxes.update({r["sop_uid"]: (r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"])
                             for r in rows if r["rater"] == "truth"})
     default_models = prepare_models(models, InferenceSettings.torchvision_defaults())
     fast_models = prepare_models(models, FAST)
-    for study in sorted((tmp_path / "dicom").iterdir()):
+    for study in studies:
         fast, _ = timed_run(study, fast_models, configs, FAST, bundle)
         default, _ = timed_run(study, default_models, configs, InferenceSettings.torchvision_defaults(), bundle)
         diff = grading_differences(default, fast)

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from grading.cli.study import main as grade_study
-from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.phantom.cohort import generate_cohort
+from study_factory import phantom_config
 from stages.bundle import save_bundle
 from stages.profiles import smoke
 from stages.training import build_model
@@ -23,7 +24,7 @@ from stages.training import build_model
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort")
-    generate_cohort(root, CohortConfig(patients=3, seed=5, workers=1), progress=False)
+    generate_cohort(root, phantom_config(3, 5), progress=False)
     return root
 
 

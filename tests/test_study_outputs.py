@@ -14,17 +14,17 @@ from grading.cli.train import main as grade_train
 from grading.dicom import load_series_pixels, scan_study
 from grading.levels import assign_levels, split_stacks, summarise_levels
 from grading.outputs import replace_folder, safe_name
-from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.phantom.cohort import generate_cohort
 from grading.pipeline import StudyGrading, _slice_row
 from grading.reports.study_report import SLICE_COLUMNS, build_report, write_study_outputs
 from stages.inference import SlicePrediction
-from study_factory import AXIAL, series_slices, write_plain
+from study_factory import phantom_config, AXIAL, series_slices, write_plain
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
-    generate_cohort(root, CohortConfig(patients=3, seed=4, workers=1), progress=False)
+    generate_cohort(root, phantom_config(3, 4), progress=False)
     return root
 
 

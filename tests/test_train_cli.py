@@ -8,13 +8,14 @@ import pytest
 from grading.cli.agreement import main as grade_agreement
 from grading.cli.train import classifier_name, main as grade_train
 from grading.labels import TRAINING_COLUMNS, read_label_table
-from grading.phantom.cohort import CohortConfig, generate_cohort
+from grading.phantom.cohort import generate_cohort
+from study_factory import phantom_config
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
-    return generate_cohort(root, CohortConfig(patients=4, seed=2, workers=1), progress=False)
+    return generate_cohort(root, phantom_config(4, 2), progress=False)
 
 
 def test_classifier_names():

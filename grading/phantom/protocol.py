@@ -37,7 +37,7 @@ class SeriesPlan:
 
 def _matrix_and_spacing(rng: np.random.Generator, fov_range: tuple[float, float]) -> tuple[int, float]:
     matrix = int(rng.choice(MATRICES))
-    spacing = float(np.clip(rng.uniform(*fov_range) / matrix, 0.35, 0.95))
+    spacing = float(np.clip(rng.uniform(*fov_range) / matrix, 0.35, 1.8))
     return matrix, spacing
 
 
@@ -71,9 +71,12 @@ def contiguous_axial(anatomy: Anatomy, rng: np.random.Generator, n_slices: int |
     p, line = anatomy.patient, anatomy.line
     drawn_n = int(rng.integers(15, 47))
     n = n_slices or drawn_n
-    drawn_matrix, spacing = _matrix_and_spacing(rng, (190, 300))
+    # Most are spine protocols (190-300 mm); some are abdominal, up to 460 mm (as the Dixon and
+    # T2-SPIR abdominal studies that also show the lumbar spine).
+    wide = rng.random() < 0.3
+    drawn_matrix, spacing = _matrix_and_spacing(rng, (300, 460) if wide else (190, 300))
     if matrix:
-        spacing = float(np.clip(spacing * drawn_matrix / matrix, 0.35, 0.95))
+        spacing = float(np.clip(spacing * drawn_matrix / matrix, 0.35, 1.8))
     size = matrix or drawn_matrix
     lumbar_last = [v for v in p.vertebrae if v.region == "L"][-1]
     last_s = rng.uniform(lumbar_last.start + 0.5 * lumbar_last.height, p.sacrum.start + 12)
@@ -83,7 +86,7 @@ def contiguous_axial(anatomy: Anatomy, rng: np.random.Generator, n_slices: int |
     centres = [last + k * step * normal for k in range(n)][::-1]  # head first
     row, col = _axial_axes(normal)
     middle = line.at(float(last_s - 2 * n))[0]
-    fov_centre = middle - rng.uniform(10, 40) * col + rng.normal(0, 8) * row
+    fov_centre = middle - (rng.uniform(40, 110) if wide else rng.uniform(10, 40)) * col + rng.normal(0, 8) * row
     planes = []
     for c in centres:
         centre = c + ((fov_centre - c) @ row) * row + ((fov_centre - c) @ col) * col

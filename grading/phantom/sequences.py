@@ -57,12 +57,14 @@ def draw_sequence(name: str, rng: np.random.Generator, plane: str = "AX") -> Seq
     if name == "stir":
         return Sequence(name, "stir", f"{plane} STIR", tr=float(rng.uniform(3000, 5000)), te=float(rng.uniform(40, 70)),
                         ti=float(rng.uniform(140, 170)))
+    # Chemical-shift (Dixon) fat quantification: a low flip angle keeps T1 out of the image, so
+    # water images are proton-density weighted (CSF brightest, muscle bright, fat dark).
     if name == "dixon_water":
-        return Sequence(name, "gre_water", f"{plane} DIXON W", tr=float(rng.uniform(5, 8)), te=2.4,
-                        flip_deg=float(rng.uniform(3, 8)), fat_t2=60.0)
+        return Sequence(name, "gre_water", f"{plane} DIXON W", tr=float(rng.uniform(6, 10)), te=2.4,
+                        flip_deg=float(rng.uniform(1.5, 3.0)), fat_t2=60.0)
     if name == "dixon_fat":
-        return Sequence(name, "gre_fat", f"{plane} DIXON F", tr=float(rng.uniform(5, 8)), te=2.4,
-                        flip_deg=float(rng.uniform(3, 8)), fat_t2=60.0)
+        return Sequence(name, "gre_fat", f"{plane} DIXON F", tr=float(rng.uniform(6, 10)), te=2.4,
+                        flip_deg=float(rng.uniform(1.5, 3.0)), fat_t2=60.0)
     raise ValueError(f"unknown sequence preset {name!r}")
 
 

@@ -174,9 +174,10 @@ class _Painter:
         box = self.box(lo, hi, cd / 2 - 10 - vert.slip, cd / 2 + 12, -reach, reach)
         u, v = _local(box, vert)
         for sign in (-1, 1):
-            lamina = ((sign * (pillar_u + 0.5), cd / 2 - 2.0), (0.0, cd / 2 + 3.3))
+            lamina = ((sign * (pillar_u + 0.5), cd / 2 - 2.0), (-sign * 1.5, cd / 2 + 3.3))  # overlapping at the midline
             p.paint(box, capsule(u, v, *lamina, 3.3 + 1.6), Label.INTERMUSCULAR_FAT, only=(0,))
             p.paint(box, capsule(u, v, *lamina, 3.3), Label.LAMINA)
+        p.paint(box, ellipse(u, v, 0.0, cd / 2 + 2.6, 4.5, 3.4), Label.LAMINA)  # a rounded junction, no notch
         # Spinous process: a paddle reaching further back lower down (it slopes caudally).
         lo, hi = vert.start + 0.42 * H, vert.end + 0.15 * disc_below.height
         box = self.box(lo, hi, cd / 2 - 2 - vert.slip, vert.spinous_length + 6, -8 - vert.slip, 8 + vert.slip)
