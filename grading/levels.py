@@ -17,24 +17,36 @@ WINDOW_MM = 36.0  # about one lumbar segment (vertebral body + disc)
 GRADE_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
 
 
-def split_stacks(headers: list[SliceHeader], positions: np.ndarray, max_angle_deg: float = 2.0) -> list[list[int]]:
-    """Indices of consecutive slices sharing an orientation and regular spacing."""
+def split_stacks(headers: list[SliceHeader], positions: np.ndarray, max_angle_deg: float = 2.0,
+                 gap_factor: float = 3.0) -> list[list[int]]:
+    """Indices of each stack, head first: slices sharing an orientation (within ``max_angle_deg``),
+    split where consecutive slices are more than ``gap_factor`` times the stack's usual spacing
+    apart. A missing slice (twice the spacing) is a gap, not a new stack; disc-angled stacks,
+    which differ in angle or lie a disc apart, are told apart either way."""
     if not headers:
         return []
-    gaps = np.abs(np.diff(positions))
-    typical = float(np.median(gaps)) if len(gaps) else 0.0
-    stacks, current = [], [0]
-    for i in range(1, len(headers)):
-        cos = float(np.clip(np.dot(headers[i].normal, headers[i - 1].normal), -1, 1))
-        same_plane = np.degrees(np.arccos(abs(cos))) <= max_angle_deg
-        regular = typical == 0 or gaps[i - 1] <= 1.6 * typical
-        if same_plane and regular:
-            current.append(i)
+    groups: list[list[int]] = []
+    for i, header in enumerate(headers):
+        for group in groups:
+            cos = float(np.clip(np.dot(header.normal, headers[group[0]].normal), -1, 1))
+            if np.degrees(np.arccos(cos)) <= max_angle_deg:
+                group.append(i)
+                break
         else:
-            stacks.append(current)
-            current = [i]
-    stacks.append(current)
-    return stacks
+            groups.append([i])
+    stacks = []
+    for group in groups:
+        ordered = sorted(group, key=lambda i: -positions[i])
+        gaps = np.abs(np.diff(positions[ordered]))
+        usual = float(np.median(gaps)) if len(gaps) else 0.0
+        current = [ordered[0]]
+        for i, gap in zip(ordered[1:], gaps):
+            if usual > 0 and gap > gap_factor * usual:
+                stacks.append(current)
+                current = []
+            current.append(i)
+        stacks.append(current)
+    return sorted(stacks, key=lambda stack: -float(np.mean(positions[stack])))
 
 
 @dataclass

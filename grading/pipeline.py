@@ -13,8 +13,7 @@ from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
 from grading.levels import assign_levels, summarise_levels
 from stages.inference import InferenceSettings, SlicePrediction, predict_slices
-from stages.patches import paste_patch
-from stages.records import GRADE_NAMES, normalise_intensity
+from stages.records import GRADE_NAMES, Preprocessing, normalise_intensity
 from stages.training import StageConfigs
 
 #: Below this detector score a slice is reported as 'no canal', never graded.
@@ -23,13 +22,16 @@ MIN_BOX_SCORE = 0.5
 
 @dataclass
 class StudyGrading:
+    """A graded series; boxes and masks are on each slice's stored pixel grid (what the outputs
+    reference), the models having worked in the display frame."""
+
     study_dir: Path
     scan: StudyScan
     series: Series
     headers: list[SliceHeader]
-    images: list[np.ndarray]  # normalised, for overlays
-    predictions: list[SlicePrediction]
-    sac_masks: list[np.ndarray | None]  # bool, slice grid
+    images: list[np.ndarray]  # normalised, stored orientation, for overlays
+    predictions: list[SlicePrediction]  # in the display frame
+    sac_masks: list[np.ndarray | None]  # bool, stored grid
     slices: list[dict]
     levels: list[dict]
     level_method: str
@@ -38,7 +40,8 @@ class StudyGrading:
 
 
 def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[float | None, float | None]:
-    """Antero-posterior (along rows) and medio-lateral (along columns) extent of the sac, mm."""
+    """Antero-posterior (display rows) and medio-lateral (display columns) extent of the sac, mm,
+    from the display-frame mask and spacing."""
     if mask is None or not mask.any():
         return None, None
     rows, cols = np.nonzero(mask)
@@ -49,10 +52,14 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, mask, level_name: str) -> dict:
-    ap, ml = _diameters(mask, header.pixel_spacing)
+def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, level_name: str) -> dict:
+    """One slices.csv row: the box mapped back to the stored pixel grid, the measures from the
+    prediction's one sac mask."""
+    transform = header.display
+    ap, ml = _diameters(pred.sac_mask, transform.spacing(header.pixel_spacing))
     probs = pred.grade_probabilities or [None] * len(GRADE_NAMES)
-    box = pred.box if pred.box is not None else (None,) * 4
+    stored = (header.rows, header.columns)
+    box = transform.box_to_stored(pred.box, stored) if pred.box is not None else (None,) * 4
     return {
         "instance_number": header.instance_number,
         "sop_uid": header.sop_uid,
@@ -73,16 +80,18 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, mask
 
 @dataclass
 class LoadedSeries:
-    """A study's selected series, decoded and normalised: everything grading needs before the models."""
+    """A study's selected series, decoded, normalised and turned to the display frame:
+    everything grading needs before the models."""
     study_dir: Path
     scan: StudyScan
     pixels: SeriesPixels
-    images: list[np.ndarray]
+    images: list[np.ndarray]  # display frame
+    spacings: list[tuple[float, float]]  # display frame (row, column) mm
     timings: dict[str, float]
 
 
 def load_study(study_dir: Path | str, series_uid: str | None = None, progress: bool = False,
-               decode_workers: int = 2) -> LoadedSeries | None:
+               decode_workers: int = 2, preprocessing: Preprocessing = Preprocessing()) -> LoadedSeries | None:
     """Scan a study folder and decode its selected series; None when it has no gradable series."""
     start = time.perf_counter()
     scan = scan_study(study_dir, series_uid=series_uid, progress=progress, verify_pixels=False)
@@ -91,9 +100,10 @@ def load_study(study_dir: Path | str, series_uid: str | None = None, progress: b
         return None
     start = time.perf_counter()
     pixels = load_series_pixels(scan.selected, workers=decode_workers)
-    images = [normalise_intensity(img) for img in pixels.images]
+    images = [h.display.apply(normalise_intensity(img, preprocessing)) for h, img in zip(pixels.headers, pixels.images)]
+    spacings = [h.display.spacing(h.pixel_spacing) for h in pixels.headers]
     timings["decode_s"] = time.perf_counter() - start
-    return LoadedSeries(Path(study_dir), scan, pixels, images, timings)
+    return LoadedSeries(Path(study_dir), scan, pixels, images, spacings, timings)
 
 
 def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, device: str | torch.device = "cpu",
@@ -101,18 +111,18 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
                  min_box_score: float = MIN_BOX_SCORE) -> StudyGrading:
     """Run the stages on a decoded series and build its per-slice rows and per-level summary."""
     timings = dict(loaded.timings)
-    pixels, images, series = loaded.pixels, loaded.images, loaded.scan.selected
+    pixels, series = loaded.pixels, loaded.scan.selected
     start = time.perf_counter()
-    predictions = predict_slices(models, configs, images, [h.pixel_spacing for h in pixels.headers],
-                                 min_box_score=min_box_score, device=device, settings=settings, timings=timings)
+    predictions = predict_slices(models, configs, loaded.images, loaded.spacings, min_box_score=min_box_score,
+                                 device=device, settings=settings, timings=timings)
     timings["models_s"] = time.perf_counter() - start
     by_sop = dict(zip((s.sop_uid for s in series.slices), series.positions_mm()))
     positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
-    masks = [paste_patch(p.sac_probability, p.sac_geometry, img.shape) >= 0.5 if p.sac_probability is not None else None
-             for p, img in zip(predictions, images)]
+    masks = [None if p.sac_mask is None else h.display.invert(p.sac_mask) for h, p in zip(pixels.headers, predictions)]
+    images = [h.display.invert(img) for h, img in zip(pixels.headers, loaded.images)]
     assignment = assign_levels(pixels.headers, positions)
-    slices = [_slice_row(h, pos, p, m, name)
-              for h, pos, p, m, name in zip(pixels.headers, positions, predictions, masks, assignment.names)]
+    slices = [_slice_row(h, pos, p, name) for h, pos, p, name in zip(pixels.headers, positions, predictions,
+                                                                      assignment.names)]
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
                         loaded.scan.skipped + pixels.skipped, timings)

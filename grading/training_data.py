@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from grading.dicom import SkippedFile, scan_study
 from grading.dicom.pixels import load_slice
-from stages.records import SliceRecord, normalise_intensity
+from stages.records import Preprocessing, SliceRecord, normalise_intensity
 
 
 @dataclass
@@ -29,7 +29,7 @@ def _box(row) -> tuple[float, float, float, float] | None:
 
 
 def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str, table_dir: Path | str,
-                       progress: bool = True) -> TrainingData:
+                       progress: bool = True, preprocessing: Preprocessing = Preprocessing()) -> TrainingData:
     """Records for ``rater``'s rows, matched to images by SOP Instance UID."""
     rows = labels[labels.rater == rater]
     if rows.empty:
@@ -50,17 +50,21 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
         mask = _side_image(row, "mask", table_dir, image.shape, missing)
         label_map = _side_image(row, "label_map", table_dir, image.shape, missing)
         dsca = row.get("dsca_mm2")
+        # The table's boxes and masks are on the stored grid; the models see the display frame.
+        display = header.display
+        box = _box(row)
         records.append(SliceRecord(
             case_id=row["case_id"],
             patient=row.get("study_id") or row["case_id"],
-            image=normalise_intensity(image),
-            spacing=header.pixel_spacing,
-            box=_box(row),
+            image=display.apply(normalise_intensity(image, preprocessing)),
+            spacing=display.spacing(header.pixel_spacing),
+            box=None if box is None else display.box_to_display(box, image.shape),
             level=row["level"],
             grade=row["grade"],
-            mask=None if mask is None else mask > 0,
+            mask=None if mask is None else display.apply(mask > 0),
             dsca_mm2=None if dsca is None or pd.isna(dsca) else float(dsca),
-            label_map=label_map,
+            label_map=None if label_map is None else display.apply(label_map),
+            display=display,
         ))
     return TrainingData(records, missing, scan.skipped)
 

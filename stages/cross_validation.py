@@ -90,8 +90,9 @@ def predictions_table(records: list[SliceRecord], models, configs, fold: int | N
         row = {"case_id": r.case_id, "level": level, "grade": p.grade if level == "rootlet" else "",
                "level_source": source, "level_probability": p.level_probability, "box_score": p.box_score,
                "dsca_mm2": None if p.dsca_mm2 is None else round(p.dsca_mm2, 2)}
-        if p.box is not None:
-            row.update({f"box_{k}": round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), p.box)})
+        if p.box is not None:  # back on the stored grid, as label tables hold boxes
+            box = r.display.box_to_stored(p.box, r.display.display_shape(r.image.shape))
+            row.update({f"box_{k}": round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
         for name, prob in zip(GRADE_NAMES, p.grade_probabilities):
             row[f"p_{name}"] = round(prob, 4)
         if fold is not None:

@@ -27,11 +27,9 @@ class PatchConfig:
     context: float = 0.2  # extra crop kept for augmentation, fraction of ``size`` each side
 
 
-def context_geometry(box, cfg: PatchConfig) -> PatchGeometry:
+def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:
     """The patch geometry widened by ``context``: centre-cropping it to ``size`` gives the patch."""
-    core = patch_geometry(box, cfg.size, cfg.margin)
-    pad = int(round(cfg.size * cfg.context))
-    return PatchGeometry(core.x0 - pad * core.step, core.y0 - pad * core.step, core.step, cfg.size + 2 * pad)
+    return patch_geometry(box, cfg.size, cfg.margin, spacing).widened(int(round(cfg.size * cfg.context)))
 
 
 def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:
@@ -147,7 +145,7 @@ class PatchData(Dataset):
         if target not in ("level", "grade", "mask"):
             raise ValueError(target)
         keep = [r for r in records if r.box is not None and _has_target(r, target)]
-        geometries = [context_geometry(r.box, cfg) for r in keep]
+        geometries = [context_geometry(r.box, cfg, r.spacing) for r in keep]
         self.crops = [extract_patches(r.image, [g])[0] for r, g in zip(keep, geometries)]
         self.masks = ([extract_patches(r.mask.astype(np.float32), [g])[0] for r, g in zip(keep, geometries)]
                       if target == "mask" else None)

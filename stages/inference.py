@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from stages.detector import detect, set_detection_limits
-from stages.patches import PatchGeometry, extract_patches, patch_geometry
-from stages.predict import mask_area, classify, segment
+from stages.patches import extract_patches, paste_patch, patch_geometry
+from stages.predict import classify, segment
 from stages.records import GRADE_NAMES, LEVEL_NAMES
 from stages.training import StageConfigs
 
@@ -27,9 +27,8 @@ class SlicePrediction:
     level_probability: float | None  # probability of the level given
     grade: str = ""
     grade_probabilities: list[float] = field(default_factory=list)  # A, B, C, D
-    dsca_mm2: float | None = None
-    sac_probability: np.ndarray | None = field(default=None, repr=False)  # segmenter patch map
-    sac_geometry: PatchGeometry | None = None
+    dsca_mm2: float | None = None  # from sac_mask: the one mask every measure and output comes from
+    sac_mask: np.ndarray | None = field(default=None, repr=False)  # bool, the slice's grid
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def _predict(models, configs, images, spacings, boxes, min_box_score, device, se
         return out
     if "level" in models or "grade" in models:
         cfg = configs.classifier_patch
-        patches = np.stack([extract_patches(images[i], [patch_geometry(out[i].box, cfg.size, cfg.margin)])[0]
+        patches = np.stack([extract_patches(images[i], [patch_geometry(out[i].box, cfg.size, cfg.margin, spacings[i])])[0]
                             for i in have_box])
     if "level" in models:
         with _timed(timings, "classifiers_s"):
@@ -138,12 +137,12 @@ def _predict(models, configs, images, spacings, boxes, min_box_score, device, se
     to_segment = [have_box[j] for j in graded]
     if to_segment and "segmenter" in models:
         seg_cfg = configs.segmenter_patch
-        geometries = [patch_geometry(out[i].box, seg_cfg.size, seg_cfg.margin) for i in to_segment]
+        geometries = [patch_geometry(out[i].box, seg_cfg.size, seg_cfg.margin, spacings[i]) for i in to_segment]
         seg_patches = np.stack([extract_patches(images[i], [g])[0] for i, g in zip(to_segment, geometries)])
         with _timed(timings, "segmenter_s"):
             probs = segment(models["segmenter"], seg_patches, settings.patch_batch, device)
-        pixel_areas = np.array([g.pixel_area_mm2(spacings[i]) for i, g in zip(to_segment, geometries)])
-        areas = mask_area(probs, pixel_areas)
-        for i, g, prob, area in zip(to_segment, geometries, probs, areas):
-            out[i].sac_probability, out[i].sac_geometry, out[i].dsca_mm2 = prob, g, float(area)
+        for i, g, prob in zip(to_segment, geometries, probs):
+            # SPEC: DSCA = sac pixels x row spacing x column spacing, counted on the slice's own grid.
+            mask = paste_patch(prob, g, images[i].shape) >= 0.5
+            out[i].sac_mask, out[i].dsca_mm2 = mask, float(mask.sum() * spacings[i][0] * spacings[i][1])
     return out

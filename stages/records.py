@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.orientation import IDENTITY, DisplayTransform
+
 LEVEL_NAMES = ("rootlet", "cord")
 GRADE_NAMES = ("A", "B", "C", "D")
 
@@ -41,6 +43,7 @@ class SliceRecord:
     mask: np.ndarray | None = None  # bool (rows, columns) dural sac
     dsca_mm2: float | None = None
     label_map: np.ndarray | None = None  # uint8 (rows, columns) tissue labels, when the slice is synthetic
+    display: DisplayTransform = IDENTITY  # how the stored slice was turned to give ``image``
 
     @property
     def level_index(self) -> int | None:

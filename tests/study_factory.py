@@ -19,6 +19,24 @@ from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_data
 from grading.phantom.cohort import CohortConfig, generate_patient
 
 
+def untrained_bundle(folder: Path) -> Path:
+    """Seeded, untrained smoke-profile models that still produce every output: each slice gets a
+    box, is called rootlet and is all sac (so the SEG and SR are always written). Deterministic:
+    equal inputs give equal outputs, which is all the geometry tests need."""
+    import torch
+
+    from stages.bundle import save_bundle
+    from stages.profiles import smoke
+    from stages.training import build_model
+
+    torch.manual_seed(0)
+    configs = smoke().configs
+    models = {stage: build_model(stage, configs) for stage in ("detector", "level", "grade", "segmenter")}
+    torch.nn.init.constant_(models["level"].fc.bias, -4.0)
+    torch.nn.init.constant_(models["segmenter"].head.bias, 4.0)
+    return save_bundle(folder, models, configs, provenance={})
+
+
 def phantom_config(patients: int = 1, seed: int = 0, workers: int = 1) -> CohortConfig:
     """A cohort of one contiguous axial T2 TSE series per patient: what most tests need, quickly."""
     return CohortConfig(patients=patients, seed=seed, workers=workers, series=("ax_t2",),
@@ -158,6 +176,7 @@ def build_mixed_study(root: Path) -> dict:
 __all__ = [
     "AXIAL",
     "phantom_config",
+    "untrained_bundle",
     "phantom_series",
     "SAGITTAL",
     "JPEG2000Lossless",

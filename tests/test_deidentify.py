@@ -5,14 +5,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import torch
 
 from grading.cli.study import main as grade_study
 from grading.deidentify import deidentify_dataset
-from study_factory import phantom_series
-from stages.bundle import save_bundle
-from stages.profiles import smoke
-from stages.training import build_model
+from study_factory import phantom_series, untrained_bundle
 
 IDENTIFIERS = {"PatientName": "DOE^JANE", "PatientID": "MRN483920", "PatientBirthDate": "19470312",
                "InstitutionName": "ST ELSEWHERE CLINIC", "AccessionNumber": "ACC99172", "StudyDate": "20240517",
@@ -38,13 +34,7 @@ def named_study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    configs = smoke().configs  # untrained: every slice gets a box, so the SR and SEG are written
-    models = {stage: build_model(stage, configs) for stage in ("detector", "level", "grade", "segmenter")}
-    # Every slice 'rootlet' and every pixel 'sac': the SEG and SR are always written.
-    torch.nn.init.constant_(models["level"].fc.bias, -4.0)
-    torch.nn.init.constant_(models["segmenter"].head.bias, 4.0)
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "bundle", models, configs, provenance={})
+    return untrained_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
 
 
 def _leaks(folder: Path) -> dict[str, list[bytes]]:

@@ -88,12 +88,25 @@ def test_patch_geometry_maps_back_and_keeps_area():
     image[30:50, 40:70] = 1.0
     g = patch_geometry((40, 30, 70, 50), size=48, margin=0.25)
     patch = extract_patches(image, [g])[0]
-    assert patch.sum() * g.step**2 == pytest.approx(600, rel=0.03)
+    assert patch.sum() * g.step_x * g.step_y == pytest.approx(600, rel=0.03)
     x, y = g.to_image(np.array([0, 48]), np.array([0, 48]))
     assert (x[1] - x[0]) == pytest.approx(30 * 1.5) and (x[0] + x[1]) / 2 == pytest.approx(55)
-    assert g.pixel_area_mm2((0.5, 0.8)) == pytest.approx(g.step**2 * 0.4)
+    assert g.pixel_area_mm2((0.5, 0.8)) == pytest.approx(g.step_x * g.step_y * 0.4)
     px0, py0, px1, py1 = g.box_in_patch((40, 30, 70, 50))
     assert px0 == pytest.approx(48 * 0.25 / 1.5) and px1 - px0 == pytest.approx(48 / 1.5)
+
+
+def test_patches_are_square_in_millimetres_on_anisotropic_pixels():
+    """0.5 mm rows, 0.8 mm columns: the patch covers the same mm both ways and keeps the area."""
+    spacing = (0.5, 0.8)
+    image = np.zeros((80, 100), np.float32)
+    image[30:50, 40:70] = 1.0  # 10 mm tall, 24 mm wide
+    g = patch_geometry((40, 30, 70, 50), size=48, margin=0.25, spacing=spacing)
+    assert g.size * g.step_x * spacing[1] == pytest.approx(g.size * g.step_y * spacing[0]) == pytest.approx(36.0)
+    patch = extract_patches(image, [g])[0]
+    assert patch.sum() * g.pixel_area_mm2(spacing) == pytest.approx(600 * 0.4, rel=0.03)
+    rows, cols = np.nonzero(patch > 0.5)
+    assert (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1) == pytest.approx(2.4, rel=0.1)
 
 
 def test_folds_group_patients_and_split_7_2_1():

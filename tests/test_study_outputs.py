@@ -6,6 +6,7 @@ import json
 import highdicom as hd
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from PIL import Image
 
@@ -39,15 +40,15 @@ def truth_result(root, pid="PH0001") -> StudyGrading:
         row = truth.loc[h.sop_uid]
         level = row.level if row.level != "other" else "rootlet"
         grade = row.grade or ("A" if level == "rootlet" else "")
+        mask = np.asarray(Image.open(root / row["mask"])) > 0
         predictions.append(SlicePrediction(
             box=(row.box_x0, row.box_y0, row.box_x1, row.box_y1), box_score=0.99, level=level, level_probability=0.9,
             grade=grade, grade_probabilities=[0.9 if g == grade else 0.1 / 3 for g in "ABCD"] if grade else [],
-            dsca_mm2=float(row.dsca_mm2)))
-        masks.append(np.asarray(Image.open(root / row["mask"])) > 0)
+            dsca_mm2=float(mask.sum() * h.pixel_spacing[0] * h.pixel_spacing[1]), sac_mask=mask))
+        masks.append(mask)
     positions = scan.selected.positions_mm()
     assignment = assign_levels(pixels.headers, positions)
-    rows = [_slice_row(h, p, pred, m, n) for h, p, pred, m, n in
-            zip(pixels.headers, positions, predictions, masks, assignment.names)]
+    rows = [_slice_row(h, p, pred, n) for h, p, pred, n in zip(pixels.headers, positions, predictions, assignment.names)]
     return StudyGrading(root / "dicom" / pid, scan, scan.selected, pixels.headers, pixels.images, predictions, masks,
                         rows, summarise_levels(rows, assignment.names), assignment.method, [])
 
@@ -165,3 +166,56 @@ def test_grade_study_end_to_end_with_a_smoke_bundle(cohort, tmp_path, capsys):
     (run / "final" / "bundle" / "manifest.json").write_text(json.dumps(manifest))
     assert grade_study([str(cohort / "dicom" / "PH0002"), "--models", str(run / "final" / "bundle")]) == 2
     assert "lacks the segmenter" in capsys.readouterr().err
+
+
+STRIPPED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
+            "ReferringPhysicianName", "AccessionNumber", "StudyID", "StudyDescription", "SeriesDate", "SeriesTime",
+            "ContentDate", "ContentTime", "BodyPartExamined", "Manufacturer")
+
+
+@pytest.fixture(scope="module")
+def stripped_study(tmp_path_factory):
+    """Source images without any Type 2 or Type 3 patient and study attribute (an anonymised export)."""
+    from study_factory import phantom_series
+
+    root = tmp_path_factory.mktemp("stripped")
+    series, _ = phantom_series(root / "phantom", matrix=64, n_slices=3)
+    study = root / "study"
+    study.mkdir()
+    for path in sorted(series.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for keyword in STRIPPED:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(study / path.name)
+    return study
+
+
+def test_outputs_built_from_sources_without_type2_attributes(stripped_study, tmp_path):
+    from study_factory import untrained_bundle
+
+    bundle = untrained_bundle(tmp_path / "bundle")
+    assert grade_study([str(stripped_study), "--models", str(bundle), "-o", str(tmp_path / "out")]) == 0
+    for name in ("dural_sac_seg.dcm", "measurements_sr.dcm"):
+        ds = pydicom.dcmread(tmp_path / "out" / name)
+        assert ds.PatientID == "" and ds.PatientBirthDate == "" and ds.StudyDate == ""
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["output_failures"] == []
+
+
+def test_one_output_that_cannot_be_built_costs_no_other(stripped_study, tmp_path, monkeypatch, capsys):
+    from grading.reports import dicom_objects
+    from study_factory import untrained_bundle
+
+    def broken(result, sources):
+        raise ValueError("no segmentation for you\nsecond line")
+
+    monkeypatch.setattr(dicom_objects, "build_segmentation", broken)
+    bundle = untrained_bundle(tmp_path / "bundle")
+    assert grade_study([str(stripped_study), "--models", str(bundle), "-o", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out"
+    assert not (out / "dural_sac_seg.dcm").exists() and (out / "measurements_sr.dcm").is_file()
+    assert (out / "slices.csv").is_file() and (out / "report.html").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["output_failures"] == [{"output": "dural_sac_seg.dcm", "reason": "ValueError: no segmentation for you"}]
+    assert "dural_sac_seg.dcm not written (ValueError: no segmentation for you)" in capsys.readouterr().err
+    assert "Outputs not written" in (out / "report.html").read_text()

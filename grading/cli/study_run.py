@@ -18,6 +18,7 @@ from grading.pipeline import LoadedSeries, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import BundleError, load_bundle
 from stages.inference import InferenceSettings, prepare_models
+from stages.records import Preprocessing
 
 
 def pick_device(choice: str) -> torch.device:
@@ -42,11 +43,12 @@ def inference_settings(args: argparse.Namespace) -> InferenceSettings:
     return InferenceSettings(bf16=args.bf16, compile=args.compile)
 
 
-def _load(study: Path, args: argparse.Namespace) -> LoadedSeries | str:
+def _load(study: Path, args: argparse.Namespace, preprocessing: Preprocessing) -> LoadedSeries | str:
     """One study scanned and decoded, or the one-line reason it cannot be graded."""
     if not study.is_dir():
         return f"{study}: not a folder"
-    loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1)
+    loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1,
+                        preprocessing=preprocessing)
     if loaded is None:
         return f"{study}: no gradable axial T2 series"
     if not loaded.images:
@@ -55,14 +57,15 @@ def _load(study: Path, args: argparse.Namespace) -> LoadedSeries | str:
     return loaded
 
 
-def prefetched(studies: list[Path], args: argparse.Namespace) -> Iterator[tuple[Path, LoadedSeries | str]]:
+def prefetched(studies: list[Path], args: argparse.Namespace,
+               preprocessing: Preprocessing) -> Iterator[tuple[Path, LoadedSeries | str]]:
     """Studies in order, each read and decoded in a background thread while the one before it is
     graded: reading is I/O and decoders that release the GIL, grading is torch's threads."""
     with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(_load, studies[0], args) if studies else None
+        pending = reader.submit(_load, studies[0], args, preprocessing) if studies else None
         for i, study in enumerate(studies):
             loaded = pending.result()
-            pending = reader.submit(_load, studies[i + 1], args) if i + 1 < len(studies) else None
+            pending = reader.submit(_load, studies[i + 1], args, preprocessing) if i + 1 < len(studies) else None
             yield study, loaded
 
 
@@ -83,7 +86,8 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
     used: set[str] = set()
     graded = 0
     studies = [Path(s) for s in args.studies]
-    for study, loaded in tqdm(prefetched(studies, args), total=len(studies), desc="studies", unit="study",
+    for study, loaded in tqdm(prefetched(studies, args, configs.preprocessing), total=len(studies), desc="studies",
+                              unit="study",
                               disable=None if len(studies) > 1 else True):
         if isinstance(loaded, str):
             print(f"grade-study: error: {loaded}", file=sys.stderr)
@@ -93,6 +97,9 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
         out = output_folder(args, study, used, study_pseudonym(result.headers[0].study_uid))
         replace_folder(out, lambda folder: write_study_outputs(result, report, folder))
         graded += 1
+        for failure in report.get("output_failures", []):
+            print(f"grade-study: warning: {study}: {failure['output']} not written ({failure['reason']})",
+                  file=sys.stderr)
         if args.json:
             print(json.dumps(report))
         else:

@@ -78,10 +78,11 @@ def _main(argv: list[str] | None) -> int:
     if not args.merge:
         seed_everything(args.seed)
         start = time.perf_counter()
-        data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent)
+        profile = PROFILES[args.profile](args.seed)
+        data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent,
+                                  preprocessing=profile.configs.preprocessing)
         for line in data.missing[:10]:
             print(f"grade-train: skipped {line}", file=sys.stderr)
-        profile = PROFILES[args.profile](args.seed)
         if args.segmenter or args.segmenter_loss:
             configs = profile.configs
             segmenter = replace(configs.segmenter, architecture=args.segmenter or configs.segmenter.architecture)

@@ -6,8 +6,10 @@ without the 128-byte preamble. One bad file never stops a study.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -202,13 +204,57 @@ def _slice_header(path: Path, ds: Dataset, forced: bool, limits: ScanLimits, ver
     )
 
 
-def iter_files(root: Path) -> list[Path]:
-    """Every regular file under ``root``, in a stable order; symlinks are not followed."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def iter_files(root: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Every regular file under ``root`` in a stable order (each folder's files, then its
+    subfolders), following symbolic links: archives and research exports are often link farms.
+    Each real folder is read once, so link cycles end; links to nothing, to pipes or to devices
+    are skipped with the reason (nothing but regular files is ever opened, so nothing blocks)."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        found.extend(Path(dirpath) / name for name in sorted(filenames))
-    return [p for p in found if p.is_file() and not p.is_symlink()]
+    skipped: list[SkippedFile] = []
+    seen: set[tuple[int, int]] = set()
+
+    def visit(folder: Path) -> None:
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in seen:
+            skipped.append(SkippedFile(folder, "symbolic link to a folder already read (a link cycle)"))
+            return
+        seen.add((info.st_dev, info.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(SkippedFile(folder, f"cannot list folder ({exc.strerror or exc})"))
+            return
+        folders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                mode = path.stat().st_mode  # follows links
+            except FileNotFoundError:
+                skipped.append(SkippedFile(path, "broken symbolic link (its target does not exist)"))
+                continue
+            except OSError as exc:
+                reason = "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot read ({exc.strerror or exc})"
+                skipped.append(SkippedFile(path, reason))
+                continue
+            if stat.S_ISDIR(mode):
+                folders.append(path)
+            elif stat.S_ISREG(mode):
+                found.append(path)
+            else:
+                skipped.append(SkippedFile(path, _kind(mode)))
+        for sub in folders:
+            visit(sub)
+
+    visit(root)
+    return found, skipped
 
 
 def scan_study(
@@ -228,8 +274,8 @@ def scan_study(
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
-    skipped: list[SkippedFile] = []
-    for path in tqdm(iter_files(root), desc=f"reading {root.name}", unit="file", disable=None if progress else True):
+    files, skipped = iter_files(root)
+    for path in tqdm(files, desc=f"reading {root.name}", unit="file", disable=None if progress else True):
         try:
             header = read_slice_header(path, limits, verify_pixels)
         except SkipFile as exc:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grading.dicom.geometry import classify_orientation, mean_normal
+from grading.dicom.geometry import canonical, classify_orientation, display_transform, mean_normal, slice_centre
+from stages.orientation import DisplayTransform
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,20 @@ class SliceHeader:
 
     @property
     def normal(self) -> np.ndarray:
+        """Unit normal in the canonical sense (axial: pointing to the head)."""
         row = np.asarray(self.image_orientation[:3])
         col = np.asarray(self.image_orientation[3:])
         n = np.cross(row, col)
-        return n / np.linalg.norm(n)
+        return canonical(n / np.linalg.norm(n))
+
+    @property
+    def centre(self) -> np.ndarray:
+        return slice_centre(self.image_position, self.image_orientation, self.pixel_spacing, (self.rows, self.columns))
+
+    @property
+    def display(self) -> DisplayTransform:
+        """How this slice is turned to the display frame the models see."""
+        return display_transform(self.image_orientation)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,8 @@ def classify_weighting(description: str, echo_time: float | None, repetition_tim
 
 @dataclass
 class Series:
-    """One series' slices, ordered head to foot along the mean slice normal."""
+    """One series' slices, ordered along the mean slice normal: head to foot (axial), the
+    patient's left to right (sagittal), back to front (coronal)."""
 
     uid: str
     slices: list[SliceHeader]
@@ -87,7 +99,7 @@ class Series:
         ordered = sorted(
             slices,
             key=lambda s: (
-                -float(np.dot(s.image_position, normal)),
+                -float(np.dot(s.centre, normal)),
                 s.instance_number if s.instance_number is not None else 0,
                 s.sop_uid,
             ),
@@ -110,8 +122,8 @@ class Series:
         return self.slices[0].pixel_spacing
 
     def positions_mm(self) -> np.ndarray:
-        """Each slice's position along the series normal (mm); decreasing head to foot."""
-        return np.array([float(np.dot(s.image_position, self.normal)) for s in self.slices])
+        """Each slice centre's position along the series normal (mm); decreasing head to foot."""
+        return np.array([float(np.dot(s.centre, self.normal)) for s in self.slices])
 
     @property
     def gradable(self) -> bool:

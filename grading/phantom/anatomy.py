@@ -175,8 +175,9 @@ class Anatomy:
         if sac.any():
             rows_, cols_ = np.nonzero(sac)
             mx, my = 2.5 / plane.spacing[1], 2.5 / plane.spacing[0]
-            box = (float(cols_.min() - 0.5 - mx), float(rows_.min() - 0.5 - my), float(cols_.max() + 0.5 + mx),
-                   float(rows_.max() + 0.5 + my))
+            # Pixel-edge coordinates, as torchvision's boxes: pixel (r, c) covers [c, c + 1) x [r, r + 1).
+            box = (float(cols_.min() - mx), float(rows_.min() - my), float(cols_.max() + 1 + mx),
+                   float(rows_.max() + 1 + my))
         if metal or box is None:
             level = "other"
         else:

@@ -39,9 +39,21 @@ def _algorithm() -> hd.AlgorithmIdentificationSequence:
                                               family=codes.cid7162.ArtificialIntelligence)
 
 
+#: Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+#: source images into a SEG or SR. Anonymised exports often drop them; DICOM then wants them
+#: present and empty, which is what the outputs get.
+TYPE2_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                     "ReferringPhysicianName", "AccessionNumber", "StudyID")
+
+
 def _sources(result: StudyGrading) -> list[pydicom.Dataset]:
-    """Source image headers (no pixels) in series order."""
-    return [pydicom.dcmread(h.path, stop_before_pixels=True, force=h.read_with_force) for h in result.headers]
+    """Source image headers (no pixels) in series order, with absent Type 2 attributes empty."""
+    sources = [pydicom.dcmread(h.path, stop_before_pixels=True, force=h.read_with_force) for h in result.headers]
+    for ds in sources:
+        for keyword in TYPE2_FROM_SOURCE:
+            if keyword not in ds or ds[keyword].value is None:
+                setattr(ds, keyword, "")
+    return sources
 
 
 def build_segmentation(result: StudyGrading, sources: list[pydicom.Dataset]) -> hd.seg.Segmentation | None:
@@ -113,16 +125,24 @@ def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset
                                    series_description="Stenosis grading (lss-grading)")
 
 
-def write_dicom_objects(result: StudyGrading, folder: Path, deidentify: bool = False) -> dict[str, Path]:
+def write_dicom_objects(result: StudyGrading, folder: Path, deidentify: bool = False
+                        ) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """Write the SEG and the SR; each is built on its own, so one that cannot be built (its
+    reason in one line) never costs the other. Returns (written, failures)."""
     sources = _sources(result)
-    written = {}
+    written, failures = {}, []
     for key, name, build in (("seg", "dural_sac_seg.dcm", build_segmentation),
                              ("sr", "measurements_sr.dcm", build_measurement_report)):
-        dataset = build(result, sources)
-        if dataset is None:
+        try:
+            dataset = build(result, sources)
+            if dataset is None:
+                continue
+            if deidentify:
+                deidentify_dataset(dataset)
+            dataset.save_as(folder / name)
+        except Exception as exc:  # highdicom validates deeply; any failure is this output's alone
+            (folder / name).unlink(missing_ok=True)
+            failures.append({"output": name, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
             continue
-        if deidentify:
-            deidentify_dataset(dataset)
-        dataset.save_as(folder / name)
         written[key] = folder / name
-    return written
+    return written, failures

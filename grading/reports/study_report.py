@@ -62,7 +62,6 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path, worker
     written = {}
     pd.DataFrame(result.slices, columns=list(SLICE_COLUMNS)).to_csv(folder / "slices.csv", index=False)
     pd.DataFrame(result.levels).to_csv(folder / "levels.csv", index=False)
-    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (folder / "overlays").mkdir(exist_ok=True)
     overlays = []
     # PNG encoding releases the GIL: overlays are drawn in threads while the SR and SEG are built.
@@ -75,9 +74,12 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path, worker
             name = overlay_name(i, row)
             pending.append(pool.submit(write_overlay, folder / name, image, box, mask, _caption(row), row["grade"]))
             overlays.append((name, row))
-        written.update(write_dicom_objects(result, folder, deidentify=report.get("deidentified", False)))
+        dicom, failures = write_dicom_objects(result, folder, deidentify=report.get("deidentified", False))
+        written.update(dicom)
         for job in pending:
             job.result()  # re-raises a failed overlay
+    report["output_failures"] = failures
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
     for name in ("slices.csv", "levels.csv", "report.json", "report.html"):
         written[name] = folder / name
@@ -101,6 +103,9 @@ def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
         f"<figure><img src='{html.escape(name)}' loading='lazy' alt='{html.escape(' | '.join(_caption(row)))}'>"
         "</figure>" for name, row in overlays)
     skipped = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in report["skipped"])
+    failed = "".join(f"<li>{html.escape(f['output'])} not written: {html.escape(f['reason'])}</li>"
+                     for f in report.get("output_failures", []))
+    failed = f"<h2>Outputs not written</h2><ul>{failed}</ul>" if failed else ""
     style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
              "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
              "figcaption{font-size:12px;max-width:650px}a{color:#9cf}")
@@ -110,5 +115,5 @@ def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
             f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>"
             f"<h2>Per level</h2>{_table(levels, ['level', 'slices', 'rootlet', 'cord', 'no canal', 'worst grade', 'probability', 'on instance', 'smallest DSCA (mm²)', 'on instance'])}"
             f"<h2>Slices</h2><p>Canal box in the grade's colour (A green, B yellow, C orange, D red; blue where not graded), dural sac outline in red.</p>"
-            f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>"
+            f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>{failed}"
             f"<p><em>{html.escape(report['note'])}</em></p></body></html>")
