@@ -8,8 +8,20 @@ import pandas as pd
 from scipy import stats
 
 from eval.area import area_agreement
-from eval.classification import bowker_p, categorical_agreement, mcnemar_p, stuart_maxwell_p
-from eval.pairs import GRADE_LABELS, LEVEL_LABELS, area_pairs, grade_pairs, level_pairs, paired
+from eval.classification import (
+    bowker_p,
+    categorical_agreement,
+    mcnemar_p,
+    stuart_maxwell_p,
+)
+from eval.pairs import (
+    GRADE_LABELS,
+    LEVEL_LABELS,
+    area_pairs,
+    grade_pairs,
+    level_pairs,
+    paired,
+)
 
 MIN_AREA_CASES = 3
 

@@ -14,9 +14,9 @@ import torch
 from grading.outputs import replace_folder
 from grading.pipeline import StudyGrading, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
+from stages.configs import StageConfigs
+from stages.detector import box_iou
 from stages.inference import InferenceSettings
-from stages.predict import box_iou
-from stages.training import StageConfigs
 
 
 def timed_run(study_dir: Path, models: dict, configs: StageConfigs, settings: InferenceSettings,

@@ -12,9 +12,10 @@ from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
 from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
 from grading.levels import assign_levels, summarise_levels
+from stages.configs import StageConfigs
 from stages.inference import InferenceSettings, SlicePrediction, predict_slices
-from stages.records import GRADE_NAMES, Preprocessing, normalise_intensity
-from stages.training import StageConfigs
+from stages.preprocessing import Preprocessing, normalise_intensity
+from stages.vocabulary import GRADES
 
 #: Below this detector score a slice is reported as 'no canal', never graded.
 MIN_BOX_SCORE = 0.5
@@ -57,7 +58,7 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, leve
     prediction's one sac mask."""
     transform = header.display
     ap, ml = _diameters(pred.sac_mask, transform.spacing(header.pixel_spacing))
-    probs = pred.grade_probabilities or [None] * len(GRADE_NAMES)
+    probs = pred.grade_probabilities or [None] * len(GRADES)
     stored = (header.rows, header.columns)
     box = transform.box_to_stored(pred.box, stored) if pred.box is not None else (None,) * 4
     return {
@@ -71,7 +72,7 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, leve
         "level_probability": _rounded(pred.level_probability, 4),
         "grade": pred.grade,
         "grade_probability": _rounded(max(pred.grade_probabilities), 4) if pred.grade_probabilities else None,
-        **{f"p_{g}": _rounded(p, 4) for g, p in zip(GRADE_NAMES, probs)},
+        **{f"p_{g}": _rounded(p, 4) for g, p in zip(GRADES, probs)},
         "dsca_mm2": _rounded(pred.dsca_mm2, 2),
         "ap_diameter_mm": _rounded(ap, 2),
         "ml_diameter_mm": _rounded(ml, 2),

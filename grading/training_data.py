@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from grading.dicom import SkippedFile, scan_study
 from grading.dicom.pixels import load_slice
-from stages.records import Preprocessing, SliceRecord, normalise_intensity
+from stages.preprocessing import Preprocessing, normalise_intensity
+from stages.records import SliceRecord
 
 
 @dataclass

@@ -21,8 +21,8 @@ from grading.models_location import find_model_bundle
 from grading.phantom.cohort import generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
+from stages.detector import box_iou
 from stages.inference import InferenceSettings, predict_slices, prepare_models
-from stages.predict import box_iou
 
 LIMITS = ((1000, 1000, 100), (200, 100, 1), (200, 50, 1), (200, 20, 1))
 

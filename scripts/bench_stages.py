@@ -22,11 +22,11 @@ from grading.phantom.cohort import CohortConfig, generate_cohort
 from grading.training_data import load_training_data
 from stages.bundle import load_bundle
 from stages.cross_validation import CVRequest, run_cross_validation
+from stages.detector import box_iou
 from stages.inference import predict_slices
 from stages.patches import extract_patches
-from stages.predict import box_iou
 from stages.profiles import PROFILES
-from stages.trainer import seed_everything
+from stages.train_loop import seed_everything
 
 TARGETS = {"box_iou50": 0.98, "level_accuracy": 0.95, "grade_accuracy": 0.90, "grade_f1_macro": 0.80,
            "dice": 0.90, "dsca_mae_mm2": 10.0, "dsca_pearson_r": 0.98}

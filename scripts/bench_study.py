@@ -32,9 +32,9 @@ from grading.models_location import find_model_bundle
 from grading.phantom.cohort import generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
-from stages.inference import InferenceSettings, prepare_models, predict_slices
+from stages.inference import InferenceSettings, predict_slices, prepare_models
+from stages.models import build_model
 from stages.profiles import quick
-from stages.training import build_model
 
 STAGES = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "report_s", "total_s")
 

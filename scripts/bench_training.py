@@ -23,8 +23,8 @@ from grading.labels import TRAINING_COLUMNS, read_label_table
 from grading.phantom.cohort import CohortConfig, generate_cohort
 from grading.training_data import load_training_data
 from stages.profiles import quick
-from stages.trainer import seed_everything
-from stages.training import stage_training
+from stages.stage_builders import stage_training
+from stages.train_loop import seed_everything
 
 
 def _seconds_per_batch(loader: DataLoader, batches: int, step=None) -> float:

@@ -29,7 +29,12 @@ import pydicom  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from grading.cli.study import main as grade_study  # noqa: E402
-from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_dataset  # noqa: E402
+from grading.dicom.writer import (  # noqa: E402
+    MRSliceSpec,
+    mr_dataset,
+    stable_uid,
+    write_dataset,
+)
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 TSE_PIXEL_MM = 0.6875  # not recorded with the PNGs; a 220 mm field of view over 320 columns

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 
 from stages.bundle import load_bundle  # noqa: E402
 from stages.detector import detect  # noqa: E402
-from stages.records import normalise_intensity  # noqa: E402
+from stages.preprocessing import normalise_intensity  # noqa: E402
 
 
 def axial_slices(path: Path, every: int) -> tuple[list[np.ndarray], tuple[float, float]]:

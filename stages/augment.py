@@ -8,21 +8,9 @@ orientation (anterior up), where an upside-down canal never occurs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import albumentations as A
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    rotate_deg: float = 10.0
-    scale: tuple[float, float] = (0.85, 1.18)
-    translate: float = 0.06  # fraction of the image side
-    flip_p: float = 0.5
-    elastic_p: float = 0.3  # smooth deformation of the anatomy (SynthSeg deforms its label maps too)
-    noise_std: tuple[float, float] = (0.01, 0.05)  # zero-mean Gaussian, fraction of the intensity range
-    gamma: tuple[float, float] = (0.7, 1.4)  # on stored images; rendered ones draw their own
-    p: float = 0.8
+from stages.configs import AugmentConfig
 
 
 def _geometric(cfg: AugmentConfig) -> list[A.BasicTransform]:

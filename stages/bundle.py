@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stages.atomic import write_atomic, write_json_atomic
-from stages.training import LABEL_MAPS, STAGES, StageConfigs, build_model
+from stages.configs import LABEL_MAPS, STAGES, StageConfigs
+from stages.models import build_model
 
 FORMAT = "lss-grading-model-bundle"
 VERSION = 1

@@ -16,13 +16,15 @@ import torch
 
 from stages.atomic import write_atomic
 from stages.bundle import save_bundle
+from stages.configs import STAGES
 from stages.distributed import workers
 from stages.folds import plan_folds
 from stages.inference import predict_slices
 from stages.profiles import Profile
-from stages.records import GRADE_NAMES, LEVEL_NAMES, SliceRecord
-from stages.trainer import fit
-from stages.training import STAGES, stage_training
+from stages.records import SliceRecord
+from stages.stage_builders import stage_training
+from stages.train_loop import fit
+from stages.vocabulary import GRADES, LEVELS
 
 
 @dataclass
@@ -81,7 +83,7 @@ def predictions_table(records: list[SliceRecord], models, configs, fold: int | N
     preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records], boxes=boxes)
     rows = []
     for r, p in zip(records, preds):
-        if p.level in LEVEL_NAMES:
+        if p.level in LEVELS:
             level, source = p.level, "classifier"
         elif p.level == "no canal":
             level, source = "other", "no canal found"
@@ -93,7 +95,7 @@ def predictions_table(records: list[SliceRecord], models, configs, fold: int | N
         if p.box is not None:  # back on the stored grid, as label tables hold boxes
             box = r.display.box_to_stored(p.box, r.display.display_shape(r.image.shape))
             row.update({f"box_{k}": round(v, 2) for k, v in zip(("x0", "y0", "x1", "y1"), box)})
-        for name, prob in zip(GRADE_NAMES, p.grade_probabilities):
+        for name, prob in zip(GRADES, p.grade_probabilities):
             row[f"p_{name}"] = round(prob, 4)
         if fold is not None:
             row["fold"] = fold

@@ -8,23 +8,21 @@ rendered from the label maps with random contrast, a whole batch at a time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stages.detector import DetectorConfig, input_scale, resample, scale_box, to_model_input
+from stages.configs import PatchConfig
+from stages.detector import (
+    DetectorConfig,
+    input_scale,
+    resample,
+    scale_box,
+    to_model_input,
+)
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.records import SliceRecord
 from stages.synth import SynthConfig, render_random
-
-
-@dataclass(frozen=True)
-class PatchConfig:
-    size: int = 64  # patch side, pixels
-    margin: float = 0.25  # around the box, fraction of its longer side, each side
-    context: float = 0.2  # extra crop kept for augmentation, fraction of ``size`` each side
 
 
 def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:

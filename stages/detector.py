@@ -209,3 +209,12 @@ def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[flo
                 box = scale_box(out["boxes"][best].float().cpu().numpy(), (1 / scale[0], 1 / scale[1]))
                 results[i] = Detection(tuple(float(v) for v in box), float(out["scores"][best]))
     return results
+
+
+def box_iou(a, b) -> float:
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
+    iw, ih = max(0.0, min(ax1, bx1) - max(ax0, bx0)), max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0

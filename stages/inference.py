@@ -1,6 +1,7 @@
 """The stages chained on a batch of slices: box -> patch -> level -> grade and sac area.
 
-Used for out-of-fold predictions in cross-validation and by grade-study.
+Used for out-of-fold predictions in cross-validation and by grade-study. Imports nothing that
+only training needs (albumentations, scikit-learn).
 """
 from __future__ import annotations
 
@@ -11,12 +12,45 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
+from stages.configs import StageConfigs
 from stages.detector import detect, set_detection_limits
 from stages.patches import extract_patches, paste_patch, patch_geometry
-from stages.predict import classify, segment
-from stages.records import GRADE_NAMES, LEVEL_NAMES
-from stages.training import StageConfigs
+from stages.vocabulary import GRADES, LEVELS
+
+
+def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> list[torch.Tensor]:
+    """Runs under the caller's grad mode and autocast (see stages.inference.predict_slices);
+    ``device`` None means the model's own."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    outputs = []
+    for start in range(0, len(patches), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch_size], np.float32))[:, None].to(device)
+        out = model(x)
+        outputs.append((out[0] if isinstance(out, tuple) else out).float().cpu())
+    return outputs
+
+
+@torch.no_grad()
+def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
+    """Class probabilities (N, C). A one-logit binary head gives [P(class 0), P(class 1)]."""
+    if len(patches) == 0:
+        return np.zeros((0, 2), np.float32)
+    logits = torch.cat(_batched(model, patches, batch_size, device))
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], 1).numpy()
+    return torch.softmax(logits, 1).numpy()
+
+
+@torch.no_grad()
+def segment(model: nn.Module, patches: np.ndarray, batch_size: int = 32, device=None) -> np.ndarray:
+    """Sac probability maps (N, P, P)."""
+    if len(patches) == 0:
+        return np.zeros((0, 0, 0), np.float32)
+    return torch.sigmoid(torch.cat(_batched(model, patches, batch_size, device))[:, 0]).numpy()
 
 
 @dataclass
@@ -125,14 +159,14 @@ def _predict(models, configs, images, spacings, boxes, min_box_score, device, se
             level_probs = classify(models["level"], patches, settings.patch_batch, device)
         for i, p in zip(have_box, level_probs):
             k = int(np.argmax(p))
-            out[i].level, out[i].level_probability = LEVEL_NAMES[k], float(p[k])
+            out[i].level, out[i].level_probability = LEVELS[k], float(p[k])
     # SPEC: grade and sac area on rootlet slices (on every canal when levels are not classified).
     graded = [j for j, i in enumerate(have_box) if out[i].level in ("rootlet", "")]
     if graded and "grade" in models:
         with _timed(timings, "classifiers_s"):
             grade_probs = classify(models["grade"], patches[graded], settings.patch_batch, device)
         for j, p in zip(graded, grade_probs):
-            out[have_box[j]].grade = GRADE_NAMES[int(np.argmax(p))]
+            out[have_box[j]].grade = GRADES[int(np.argmax(p))]
             out[have_box[j]].grade_probabilities = [float(v) for v in p]
     to_segment = [have_box[j] for j in graded]
     if to_segment and "segmenter" in models:

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from stages.datasets import PatchConfig
+from stages.configs import PatchConfig, StageConfigs
 from stages.detector import DetectorConfig
 from stages.segmenters import SegmenterConfig
-from stages.trainer import TrainSettings
-from stages.training import StageConfigs
+from stages.train_loop import TrainSettings
 from stages.vgg import VGGConfig
 
 

@@ -1,4 +1,4 @@
-"""One labelled slice, as the stages see it, and the intensity preprocessing every stage shares."""
+"""One labelled slice, as the stages see it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,29 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.orientation import IDENTITY, DisplayTransform
-
-LEVEL_NAMES = ("rootlet", "cord")
-GRADE_NAMES = ("A", "B", "C", "D")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a slice's stored values become model input; recorded in every bundle's manifest so a
-    bundle always sees its inputs the way it was trained. MR intensities have no absolute unit,
-    so slices are scaled by robust percentiles."""
-
-    low_percentile: float = 1.0
-    high_percentile: float = 99.5
-    clip: float = 1.5  # values above the high percentile are kept up to this (fat, fluid)
-    orientation: str = "display"  # anterior up, the patient's right on the image's left
-
-
-def normalise_intensity(pixels: np.ndarray, prep: Preprocessing = Preprocessing()) -> np.ndarray:
-    """Scale to ~[0, 1] by robust percentiles."""
-    pixels = np.asarray(pixels, np.float32)
-    sample = pixels[::4, ::4] if pixels.size > 65536 else pixels
-    low, high = np.percentile(sample, [prep.low_percentile, prep.high_percentile])
-    return np.clip((pixels - low) / max(float(high - low), 1e-6), 0.0, prep.clip).astype(np.float32)
+from stages.vocabulary import GRADES, LEVELS
 
 
 @dataclass
@@ -47,8 +25,8 @@ class SliceRecord:
 
     @property
     def level_index(self) -> int | None:
-        return LEVEL_NAMES.index(self.level) if self.level in LEVEL_NAMES else None
+        return LEVELS.index(self.level) if self.level in LEVELS else None
 
     @property
     def grade_index(self) -> int | None:
-        return GRADE_NAMES.index(self.grade) if self.level == "rootlet" and self.grade in GRADE_NAMES else None
+        return GRADES.index(self.grade) if self.level == "rootlet" and self.grade in GRADES else None

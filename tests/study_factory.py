@@ -26,8 +26,8 @@ def untrained_bundle(folder: Path) -> Path:
     import torch
 
     from stages.bundle import save_bundle
+    from stages.models import build_model
     from stages.profiles import smoke
-    from stages.training import build_model
 
     torch.manual_seed(0)
     configs = smoke().configs

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from paper_tables import paper_tables
 from PIL import Image
 
 from grading.cli.agreement import main as grade_agreement
-from paper_tables import paper_tables
 
 LEVEL_KEYS = {"task", "rater_a", "rater_b", "n", "accuracy", "f1_macro", "kappa", "kappa_linear", "kappa_quadratic",
               "kappa_ci95", "ttest_t", "ttest_p", "per_class", "labels", "confusion"}

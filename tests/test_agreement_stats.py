@@ -4,14 +4,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from paper_tables import TABLE4, paper_tables
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
 from eval.area import area_agreement, icc_2_1
-from eval.classification import bowker_p, categorical_agreement, kappa, mcnemar_p, stuart_maxwell_p
+from eval.classification import (
+    bowker_p,
+    categorical_agreement,
+    kappa,
+    mcnemar_p,
+    stuart_maxwell_p,
+)
 from eval.pairs import AgreementInputError, merge_tables, paired
 from eval.study import agreement_study, fold_comparisons, pair_records
-from paper_tables import TABLE4, paper_tables
 
 
 @pytest.mark.parametrize("key", list(TABLE4), ids=lambda k: "-".join(k))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from study_factory import phantom_series, untrained_bundle
 
 from grading.cli.study import main as grade_study
 from grading.deidentify import deidentify_dataset
-from study_factory import phantom_series, untrained_bundle
 
 IDENTIFIERS = {"PatientName": "DOE^JANE", "PatientID": "MRN483920", "PatientBirthDate": "19470312",
                "InstitutionName": "ST ELSEWHERE CLINIC", "AccessionNumber": "ACC99172", "StudyDate": "20240517",

@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from grading.phantom.cohort import generate_cohort
 from study_factory import phantom_config
+
+from grading.phantom.cohort import generate_cohort
 from stages.bundle import load_bundle
 
 

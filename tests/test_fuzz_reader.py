@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_mutations import MUTATIONS, deflate_bomb, encode, read_mutated, valid_slice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicom_mutations import MUTATIONS, deflate_bomb, encode, read_mutated, valid_slice
 from grading.dicom import ScanLimits, scan_study
 
 VALID = encode(valid_slice())

@@ -14,6 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 import torch
+from study_factory import phantom_series, untrained_bundle
 
 from grading.cli.study import main as grade_study
 from grading.dicom import scan_study
@@ -24,7 +25,6 @@ from grading.pipeline import _diameters
 from stages.inference import predict_slices
 from stages.orientation import DisplayTransform
 from stages.profiles import quick
-from study_factory import phantom_series, untrained_bundle
 
 ALL_EIGHT = [DisplayTransform(t, r, c) for t in (False, True) for r in (False, True) for c in (False, True)]
 

@@ -8,20 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from study_factory import phantom_series
 
 from grading.benchmark import grading_differences, timed_run
 from grading.cli.study import main as grade_study
 from grading.dicom import load_series_pixels, scan_study
 from grading.models_location import find_model_bundle
 from grading.outputs import replace_folder
-from study_factory import phantom_series
 from grading.pipeline import grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import load_bundle, save_bundle
-from stages.inference import InferenceSettings, prepare_models, predict_slices
-from stages.predict import box_iou
+from stages.detector import box_iou
+from stages.inference import InferenceSettings, predict_slices, prepare_models
+from stages.models import build_model
 from stages.profiles import smoke
-from stages.training import build_model
 
 FAST = InferenceSettings()
 #: torchvision's way of running (one slice at a time, no channels-last, no inference mode) with the

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from study_factory import phantom_config
 
 from grading.cli.study import main as grade_study
 from grading.phantom.cohort import generate_cohort
-from study_factory import phantom_config
 from stages.bundle import save_bundle
+from stages.models import build_model
 from stages.profiles import smoke
-from stages.training import build_model
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from grading.labels import TRAINING_COLUMNS, LabelTableError, read_label_table, write_label_table
-from grading.rsna import import_rsna, nearest_axial_slice, sagittal_point_to_patient
 from study_factory import AXIAL, SAGITTAL, series_slices, write_plain
+
+from grading.labels import (
+    TRAINING_COLUMNS,
+    LabelTableError,
+    read_label_table,
+    write_label_table,
+)
+from grading.rsna import import_rsna, nearest_axial_slice, sagittal_point_to_patient
 
 GOOD = [
     {"case_id": "c1", "study_id": "s", "series_uid": "1.2", "sop_uid": "1.2.1", "rater": "A1", "level": "rootlet",

@@ -11,17 +11,18 @@ import pytest
 import torch
 
 from stages.bundle import BundleError, load_bundle, save_bundle, sha256_of
+from stages.configs import STAGES, PatchConfig
 from stages.cross_validation import CVRequest, run_cross_validation
-from stages.datasets import PatchConfig
 from stages.folds import plan_folds
 from stages.inference import predict_slices
 from stages.losses import LOSSES, segmentation_loss, weighted_bce
+from stages.models import build_model
 from stages.patches import extract_patches, patch_geometry
 from stages.profiles import smoke
 from stages.records import SliceRecord
 from stages.segmenters import ARCHITECTURES, Segmenter, SegmenterConfig
-from stages.trainer import fit
-from stages.training import STAGES, build_model, stage_training
+from stages.stage_builders import stage_training
+from stages.train_loop import fit
 from stages.vgg import VGGClassifier, VGGConfig
 
 
@@ -256,3 +257,14 @@ def test_combined_bundle_takes_each_stage_from_its_run(tmp_path):
     save_bundle(tmp_path / "d", {"grade": build_model("grade", clash)}, clash, {})
     with pytest.raises(BundleError, match="classifier_patch settings differ"):
         combine_bundles(tmp_path / "e", {"level": tmp_path / "b", "grade": tmp_path / "d"})
+
+
+def test_inference_and_bundles_import_no_training_only_library():
+    """grade-study loads bundles and runs inference: albumentations and scikit-learn stay out."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stages.inference, stages.bundle, grading.pipeline; "
+            "print(','.join(m for m in ('albumentations', 'sklearn') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""

@@ -9,6 +9,7 @@ import pandas as pd
 import pydicom
 import pytest
 from PIL import Image
+from study_factory import AXIAL, phantom_config, series_slices, write_plain
 
 from grading.cli.study import main as grade_study
 from grading.cli.train import main as grade_train
@@ -17,9 +18,12 @@ from grading.levels import assign_levels, split_stacks, summarise_levels
 from grading.outputs import replace_folder, safe_name
 from grading.phantom.cohort import generate_cohort
 from grading.pipeline import StudyGrading, _slice_row
-from grading.reports.study_report import SLICE_COLUMNS, build_report, write_study_outputs
+from grading.reports.study_report import (
+    SLICE_COLUMNS,
+    build_report,
+    write_study_outputs,
+)
 from stages.inference import SlicePrediction
-from study_factory import phantom_config, AXIAL, series_slices, write_plain
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +207,9 @@ def test_outputs_built_from_sources_without_type2_attributes(stripped_study, tmp
 
 
 def test_one_output_that_cannot_be_built_costs_no_other(stripped_study, tmp_path, monkeypatch, capsys):
-    from grading.reports import dicom_objects
     from study_factory import untrained_bundle
+
+    from grading.reports import dicom_objects
 
     def broken(result, sources):
         raise ValueError("no segmentation for you\nsecond line")

@@ -5,11 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
-from grading.cli.study import main as grade_study
-from grading.dicom import ScanLimits, load_series_pixels, scan_study
-from grading.dicom.geometry import classify_orientation, slice_normal
-from grading.dicom.series import classify_weighting
 from study_factory import (
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -19,6 +14,11 @@ from study_factory import (
     write_compressed,
     write_plain,
 )
+
+from grading.cli.study import main as grade_study
+from grading.dicom import ScanLimits, load_series_pixels, scan_study
+from grading.dicom.geometry import classify_orientation, slice_normal
+from grading.dicom.series import classify_weighting
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from study_factory import phantom_config
 
 from grading.cli.agreement import main as grade_agreement
-from grading.cli.train import classifier_name, main as grade_train
+from grading.cli.train import classifier_name
+from grading.cli.train import main as grade_train
 from grading.labels import TRAINING_COLUMNS, read_label_table
 from grading.phantom.cohort import generate_cohort
-from study_factory import phantom_config
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,16 @@ from eval.pairs import AgreementInputError, area_pairs, merge_tables, paired
 from eval.study import agreement_study, fold_comparisons
 from grading.cli.common import EXIT_USAGE, CommandError, run_command
 from grading.labels import LabelTableError, read_label_table
-from grading.reports.agreement_figures import area_scatter, bland_altman, confusion_heatmap
-from grading.reports.agreement_report import build_sections, render_html, render_markdown
+from grading.reports.agreement_figures import (
+    area_scatter,
+    bland_altman,
+    confusion_heatmap,
+)
+from grading.reports.agreement_report import (
+    build_sections,
+    render_html,
+    render_markdown,
+)
 from stages.atomic import write_json_atomic, write_text_atomic
 
 

@@ -5,7 +5,13 @@ import argparse
 import json
 import sys
 
-from grading.cli.common import EXIT_NO_SERIES, EXIT_OK, EXIT_USAGE, CommandError, run_command
+from grading.cli.common import (
+    EXIT_NO_SERIES,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    run_command,
+)
 from grading.dicom import scan_study
 from grading.models_location import find_model_bundle
 
@@ -70,7 +76,9 @@ def _main(argv: list[str] | None) -> int:
     bundle = find_model_bundle(args.models)
     if bundle is None:
         raise CommandError(NO_BUNDLE, EXIT_USAGE)
-    from grading.cli.study_run import grade_studies  # imported late: dry runs never load torch models
+    from grading.cli.study_run import (
+        grade_studies,  # imported late: dry runs never load torch models
+    )
 
     return grade_studies(args, bundle)
 

@@ -18,7 +18,7 @@ from grading.pipeline import LoadedSeries, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import BundleError, load_bundle
 from stages.inference import InferenceSettings, prepare_models
-from stages.records import Preprocessing
+from stages.preprocessing import Preprocessing
 
 
 def pick_device(choice: str) -> torch.device:

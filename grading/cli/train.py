@@ -12,15 +12,24 @@ import pandas as pd
 import torch
 
 from grading.cli.common import EXIT_USAGE, CommandError, run_command
-from grading.labels import TRAINING_COLUMNS, LabelTableError, read_label_table, write_label_table
+from grading.labels import (
+    TRAINING_COLUMNS,
+    LabelTableError,
+    read_label_table,
+    write_label_table,
+)
 from grading.training_data import load_training_data
-from stages.cross_validation import CVRequest, merge_fold_predictions, run_cross_validation
+from stages.configs import STAGES
+from stages.cross_validation import (
+    CVRequest,
+    merge_fold_predictions,
+    run_cross_validation,
+)
 from stages.distributed import workers
+from stages.losses import LOSSES
 from stages.profiles import PROFILES
 from stages.segmenters import ARCHITECTURES
-from stages.losses import LOSSES
-from stages.trainer import seed_everything
-from stages.training import STAGES
+from stages.train_loop import seed_everything
 
 
 def classifier_name(rater: str) -> str:

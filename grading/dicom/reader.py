@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from grading.dicom.geometry import slice_normal
 from grading.dicom.pixels import transfer_syntax
-from grading.dicom.series import Series, SkippedFile, SliceHeader, StudyScan, select_series
+from grading.dicom.series import (
+    Series,
+    SkippedFile,
+    SliceHeader,
+    StudyScan,
+    select_series,
+)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from grading.dicom.geometry import canonical, classify_orientation, display_transform, mean_normal, slice_centre
+from grading.dicom.geometry import (
+    canonical,
+    classify_orientation,
+    display_transform,
+    mean_normal,
+    slice_centre,
+)
 from stages.orientation import DisplayTransform
 
 

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+)
 
 from stages.atomic import write_atomic
-
 
 _UID_NAMESPACE = uuid.UUID("6f0e3a51-4c1b-5d9e-9a57-2b5f7c1d0e84")
 

@@ -28,9 +28,20 @@ from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_data
 from grading.labels import LABEL_COLUMNS, write_label_table
 from grading.phantom.anatomy import Anatomy, SliceTruth, build_anatomy
 from grading.phantom.patient import Patient, make_patient
-from grading.phantom.protocol import SeriesPlan, angled_axial, contiguous_axial, sagittal
+from grading.phantom.protocol import (
+    SeriesPlan,
+    angled_axial,
+    contiguous_axial,
+    sagittal,
+)
 from grading.phantom.raters import RATERS, rate_series
-from grading.phantom.sequences import Sequence, SeriesRenderer, draw_scanner, draw_sequence, draw_tissues
+from grading.phantom.sequences import (
+    Sequence,
+    SeriesRenderer,
+    draw_scanner,
+    draw_sequence,
+    draw_tissues,
+)
 from stages.atomic import write_atomic, write_json_atomic
 
 #: The contiguous axial series' contrast: mostly T2 TSE, as the paper's; some fat-suppressed and

@@ -1,11 +1,10 @@
 """Per-slice overlay PNGs: the whole slice with the canal box, and a zoom with the sac outline."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from functools import lru_cache
-
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 

@@ -1,69 +1,28 @@
 """The four stages as trainable units: model, data, loss and validation score for each."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from stages.augment import AugmentConfig, detection_augment, patch_augment, patch_center
-from stages.datasets import DetectionCollate, DetectionData, PatchCollate, PatchConfig, PatchData
-from stages.detector import DetectorConfig, build_detector, detect
+from stages.augment import detection_augment, patch_augment, patch_center
+from stages.configs import StageConfigs
+from stages.datasets import DetectionCollate, DetectionData, PatchCollate, PatchData
+from stages.detector import DetectorConfig, box_iou, detect
+from stages.inference import classify, segment
 from stages.losses import segmentation_loss
-from stages.predict import mask_area, box_iou, classify, segment
-from stages.records import GRADE_NAMES, LEVEL_NAMES, Preprocessing, SliceRecord
-from stages.segmenters import Segmenter, SegmenterConfig
-from stages.synth import SynthConfig
-from stages.trainer import StageTraining
-from stages.vgg import VGGClassifier, VGGConfig
-
-STAGES = ("detector", "level", "grade", "segmenter")
+from stages.models import build_model
+from stages.records import SliceRecord
+from stages.train_loop import StageTraining
 
 
-@dataclass(frozen=True)
-class StageConfigs:
-    """Everything that defines the four models and their inputs (stored in bundles)."""
+def mask_area(probabilities: np.ndarray, pixel_area_mm2: float | np.ndarray) -> np.ndarray:
+    """Sac area (mm²): pixels with probability >= 0.5 times the patch pixel area (SPEC's DSCA).
 
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    level: VGGConfig = field(default_factory=lambda: VGGConfig(num_outputs=1))
-    grade: VGGConfig = field(default_factory=lambda: VGGConfig(num_outputs=4))
-    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    classifier_patch: PatchConfig = field(default_factory=PatchConfig)
-    segmenter_patch: PatchConfig = field(default_factory=lambda: PatchConfig(size=96))
-    segmenter_loss: str = "bce_dice"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    synth: "StageSynth" = field(default_factory=lambda: StageSynth())
-
-
-@dataclass(frozen=True)
-class StageSynth:
-    """Randomised contrast per stage (training only; applied to slices that have label maps).
-
-    The detector and segmenter learn shape and context from any contrast. The classifiers
-    read rootlets against CSF (the Schizas grade) and cord against CSF: their renders keep
-    those pairs apart (label values of grade-phantom's vocabulary: CSF 32, rootlets 33,
-    cord 34, conus 35) and they see fewer of them.
+    Summing probabilities instead would add the small background probabilities of thousands of
+    pixels: on phantoms that overstated areas by ~30% while Dice was already 0.97.
     """
-
-    detector: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
-    segmenter: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
-    level: SynthConfig = field(default_factory=lambda: SynthConfig(
-        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
-    grade: SynthConfig = field(default_factory=lambda: SynthConfig(
-        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
-
-
-def build_model(stage: str, configs: StageConfigs, backbone_weights=None) -> torch.nn.Module:
-    if stage == "detector":
-        return build_detector(configs.detector, backbone_weights)
-    if stage in ("level", "grade"):
-        return VGGClassifier(getattr(configs, stage))
-    if stage == "segmenter":
-        return Segmenter(configs.segmenter)
-    raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    return (probabilities >= 0.5).reshape(len(probabilities), -1).sum(1) * np.asarray(pixel_area_mm2)
 
 
 def _detector_loss(model, batch):
@@ -151,5 +110,3 @@ def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], 
             PatchData(val, cfg, "mask", None, patch_center(cfg.size)))
 
 
-LABEL_MAPS = {"detector": list(("background", "canal")), "level": list(LEVEL_NAMES), "grade": list(GRADE_NAMES),
-              "segmenter": ["background", "dural_sac"]}
