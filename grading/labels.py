@@ -8,13 +8,12 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from stages.atomic import write_atomic
+from stages.vocabulary import GRADES, TABLE_LEVELS
 
 LABEL_COLUMNS = (
     "case_id", "study_id", "series_uid", "sop_uid", "rater", "level", "grade",
     "box_x0", "box_y0", "box_x1", "box_y1", "mask", "dsca_mm2",
 )
-LEVELS = ("rootlet", "cord", "other")
-GRADES = ("A", "B", "C", "D")
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")
 #: What grade-agreement needs; training needs the full set up to ``grade``.
 AGREEMENT_COLUMNS = ("case_id", "rater", "level", "grade")
@@ -53,8 +52,8 @@ def validate_labels(table: pd.DataFrame, required: Iterable[str] = AGREEMENT_COL
             if column in row and not row[column].strip():
                 bad(i, column, "empty")
         level, grade = row.get("level", ""), row.get("grade", "")
-        if "level" in row and level not in LEVELS:
-            bad(i, "level", f"{level!r} is not one of {', '.join(LEVELS)}")
+        if "level" in row and level not in TABLE_LEVELS:
+            bad(i, "level", f"{level!r} is not one of {', '.join(TABLE_LEVELS)}")
         if "grade" in row and grade and grade not in GRADES:
             bad(i, "grade", f"{grade!r} is not one of {', '.join(GRADES)} (or empty)")
         elif grade and level in ("cord", "other"):

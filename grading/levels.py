@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from grading.dicom.series import SliceHeader
+from stages.vocabulary import GRADES
 
 DISC_NAMES_FROM_CAUDAL = ("L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2", "T12/L1", "T11/T12")
 WINDOW_MM = 36.0  # about one lumbar segment (vertebral body + disc)
-GRADE_ORDER = {"A": 0, "B": 1, "C": 2, "D": 3}
 
 
 def split_stacks(headers: list[SliceHeader], positions: np.ndarray, max_angle_deg: float = 2.0,
@@ -80,7 +80,7 @@ def summarise_levels(slices: list[dict], names: list[str]) -> list[dict]:
         rows = [s for s, n in zip(slices, names) if n == name]
         graded = [s for s in rows if s["grade"]]
         measured = [s for s in rows if s["dsca_mm2"] is not None]
-        worst = max(graded, key=lambda s: (GRADE_ORDER[s["grade"]], s["grade_probability"]), default=None)
+        worst = max(graded, key=lambda s: (GRADES.index(s["grade"]), s["grade_probability"]), default=None)
         smallest = min(measured, key=lambda s: s["dsca_mm2"], default=None)
         out.append({
             "level": name,

@@ -56,7 +56,7 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
         box = _box(row)
         records.append(SliceRecord(
             case_id=row["case_id"],
-            patient=row.get("study_id") or row["case_id"],
+            patient=row["study_id"],
             image=display.apply(normalise_intensity(image, preprocessing)),
             spacing=display.spacing(header.pixel_spacing),
             box=None if box is None else display.box_to_display(box, image.shape),

@@ -18,19 +18,20 @@ from stages.atomic import write_atomic
 from stages.bundle import save_bundle
 from stages.configs import STAGES
 from stages.distributed import workers
-from stages.folds import plan_folds
+from stages.folds import FoldPlan, plan_folds
 from stages.inference import predict_slices
 from stages.profiles import Profile
 from stages.records import SliceRecord
-from stages.stage_builders import stage_training
+from stages.stage_builders import SELECTED_BY, stage_training
 from stages.train_loop import fit
-from stages.vocabulary import GRADES, LEVELS
+from stages.vocabulary import CLASSIFIED, FROM_CLASSIFIER, FROM_LABELS, GRADES, LEVELS, NO_CANAL, NOT_CLASSIFIED
 
 
 @dataclass
 class CVRequest:
     stages: tuple[str, ...]
     profile: Profile
+    plan: FoldPlan | None = None  # the cohort's folds (every rater's run shares them); None: planned here
     n_folds: int = 10
     folds: tuple[int, ...] | None = None  # run only these (e.g. one job per fold)
     final: bool = True  # also train the model on all patients
@@ -62,12 +63,18 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
                      progress=None if progress else False)
         models[stage] = unit.model
         last = result.history[-1] if result.history else {}
-        metrics[stage] = {"best_val_score": result.best_score, "best_epoch": result.best_epoch + 1,
+        metrics[stage] = {"best_val_score": result.best_score, "selected_by": SELECTED_BY[stage],
+                          "best_epoch": result.best_epoch + 1,
                           "epochs": settings.epochs, "train_seconds": round(result.seconds, 1),
                           "images_per_s": round(result.images_per_s, 1), "workers": workers().world_size,
                           "n_train": len(train_data),
                           "n_val": len(val_data), **{k: v for k, v in last.items() if k.startswith("val_")}}
     return models, metrics
+
+
+def stratum(record: SliceRecord) -> str:
+    """What folds are stratified on: the grade of a rootlet slice, else its level."""
+    return record.grade if record.level == "rootlet" and record.grade else record.level
 
 
 def _spread(records: list[SliceRecord], limit: int | None) -> list[SliceRecord]:
@@ -84,13 +91,13 @@ def predictions_table(records: list[SliceRecord], models, configs, fold: int | N
     rows = []
     for r, p in zip(records, preds):
         if p.level in LEVELS:
-            level, source = p.level, "classifier"
-        elif p.level == "no canal":
-            level, source = "other", "no canal found"
-        else:  # the level stage was not trained in this run
-            level, source = r.level, "labels"
+            status, level, source = CLASSIFIED, p.level, FROM_CLASSIFIER
+        elif p.level == NO_CANAL:  # nothing was classified: 'other' in the table, a miss in the agreement study
+            status, level, source = NO_CANAL, "other", ""
+        else:  # a canal, but no level stage in this run: the rater's level, never scored as the classifier's
+            status, level, source = NOT_CLASSIFIED, r.level, FROM_LABELS
         row = {"case_id": r.case_id, "level": level, "grade": p.grade if level == "rootlet" else "",
-               "level_source": source, "level_probability": p.level_probability, "box_score": p.box_score,
+               "status": status, "level_source": source, "level_probability": p.level_probability, "box_score": p.box_score,
                "dsca_mm2": None if p.dsca_mm2 is None else round(p.dsca_mm2, 2)}
         if p.box is not None:  # back on the stored grid, as label tables hold boxes
             box = r.display.box_to_stored(p.box, r.display.display_shape(r.image.shape))
@@ -111,11 +118,12 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
     unknown = set(request.stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
-    plan = plan_folds(records, request.n_folds, request.seed)
+    plan = request.plan or plan_folds([r.patient for r in records], [stratum(r) for r in records], request.n_folds,
+                                      request.seed)
+    plan.check_covers({r.patient for r in records}, "the training records")
     team = workers()
     if team.is_main:
-        (out_dir / "folds.json").write_text(json.dumps({"n_folds": plan.n_folds,
-                                                        "fold_of_patient": plan.fold_of_patient}, indent=1))
+        plan.save(out_dir / "splits_final.json")  # the folds this run used
     summary: dict = {"folds": {}, "stages": list(request.stages), "profile": request.profile.name}
     folds = request.folds if request.folds is not None else tuple(range(plan.n_folds))
     for fold in folds:
@@ -143,7 +151,9 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
         if not team.is_main:
             return summary
         provenance = {**request.provenance, "fold": None, "train_patients": sorted(train_p),
-                      "val_patients": sorted(val_p)}
+                      "val_patients": sorted(val_p),
+                      "final_split": f"trained on {plan.n_folds - plan.n_val_folds} of {plan.n_folds} folds; "
+                                     f"the other {plan.n_val_folds} choose the best epoch and drive the lr schedule"}
         save_bundle(out_dir / "final" / "bundle", models, request.profile.configs, provenance, metrics)
         summary["final"] = {"stages": metrics, "seconds": round(time.perf_counter() - start, 1)}
     if team.is_main:

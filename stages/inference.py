@@ -24,7 +24,7 @@ def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> 
     """Runs under the caller's grad mode and autocast (see stages.inference.predict_slices);
     ``device`` None means the model's own."""
     model.eval()
-    device = device or next(model.parameters()).device
+    device = device or next(model.parameters(), torch.empty(0)).device  # a parameterless model: the CPU
     outputs = []
     for start in range(0, len(patches), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch_size], np.float32))[:, None].to(device)

@@ -93,6 +93,9 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         resume: bool = False, progress: bool | None = None) -> FitResult:
     """Train ``stage.model``; under torchrun, as one of several data-parallel workers
     (stages/distributed.py). The model comes back on the CPU with its best epoch's weights."""
+    if len(val) == 0:
+        raise ValueError(f"no validation data for the {stage.name} stage: the best epoch cannot be chosen "
+                         "(are the validation patients' labels all 'other' for this rater?)")
     team, device = workers(), training_device()
     model = stage.model.to(device)
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \

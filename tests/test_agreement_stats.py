@@ -152,8 +152,91 @@ def test_other_excluded_and_grade_needs_both_rootlet():
         {"case_id": "3", "rater": "A2", "level": "rootlet", "grade": "C"},
     ])
     level, grade = pair_records(table, "A1", "A2")
-    assert level["n"] == 2 and level["n_other_excluded"] == 1
+    assert level["n"] == 2 and level["excluded"] == {"A1": {"other": 1}, "A2": {}}
     assert grade["n"] == 1 and grade["confusion"][0][1] == 1
+
+
+def test_classifier_misses_are_reported_and_copied_levels_never_scored():
+    """A detector miss is a case the classifier could not label (its own count, and a
+    disagreement in the second figure); a level copied from labels is not agreement."""
+    rows = []
+    for case in range(10):
+        rows.append({"case_id": str(case), "study_id": f"P{case // 2}", "rater": "A1", "level": "rootlet", "grade": "A"})
+    for case in range(10):
+        status = "no canal" if case < 2 else "classified"
+        level = "other" if case < 2 else "rootlet"
+        rows.append({"case_id": str(case), "study_id": f"P{case // 2}", "rater": "C1", "level": level,
+                     "grade": "" if case < 2 else ("A" if case < 8 else "B"), "status": status,
+                     "level_source": "" if case < 2 else "classifier"})
+        rows.append({"case_id": str(case), "study_id": f"P{case // 2}", "rater": "C0", "level": "rootlet",
+                     "grade": "A", "status": "not classified", "level_source": "labels"})
+    table = pd.DataFrame(rows)
+    level, grade = pair_records(table, "A1", "C1")
+    assert level["n"] == 8 and level["accuracy"] == 1.0
+    assert level["excluded"]["C1"] == {"no canal": 2} and level["misses"] == 2
+    assert level["accuracy_counting_misses"] == pytest.approx(8 / 10)
+    assert grade["n"] == 8 and grade["accuracy"] == pytest.approx(6 / 8)
+    assert grade["accuracy_counting_misses"] == pytest.approx(6 / 10)
+    copied = pair_records(table, "A1", "C0")
+    assert [r["task"] for r in copied] == ["grade"]  # no level record: C0's levels are A1's own
+
+
+def test_fold_comes_from_the_classifiers_side():
+    rows = []
+    for case in range(6):
+        rows.append({"case_id": str(case), "rater": "C2", "level": "rootlet", "grade": "A", "fold": 9})
+        rows.append({"case_id": str(case), "rater": "A1", "level": "rootlet", "grade": "A"})
+        rows.append({"case_id": str(case), "rater": "C1", "level": "rootlet", "grade": "B", "fold": case % 3})
+    both = paired(pd.DataFrame(rows), "A1", "C1")
+    assert list(both.fold) == [0, 1, 2, 0, 1, 2]  # C1's folds, whatever came first in the table
+    rows += [{"case_id": str(case), "rater": "A2", "level": "rootlet", "grade": "A"} for case in range(6)]
+    with pytest.raises(AgreementInputError, match="tested in different folds"):
+        paired(pd.DataFrame(rows), "A1", "A2")  # C1 and C2 disagree on the cases' folds
+
+
+def test_cluster_bootstrap_is_wider_when_patients_cluster():
+    """Agreement that is all-or-nothing per patient is less certain than the same agreement
+    spread over independent slices; singleton clusters give the ordinary bootstrap."""
+    from eval.bootstrap import cluster_bootstrap, confusion_metrics
+
+    a = np.array(["A"] * 200 + ["B"] * 200)
+    b = a.copy()
+    b[:60] = "B"  # 60 disagreements
+    clustered = np.repeat(np.arange(40), 10)  # ...all within patients 0-5
+    independent = np.arange(400)
+    wide = cluster_bootstrap(a, b, clustered, ["A", "B"], n_resamples=800)
+    narrow = cluster_bootstrap(a, b, independent, ["A", "B"], n_resamples=800)
+    point = confusion_metrics(np.array([[140, 60], [0, 200]]))
+    assert point["accuracy"][0] == pytest.approx(0.85)
+    for ci in (wide["accuracy"], narrow["accuracy"]):
+        assert ci[0] < 0.85 < ci[1]
+    assert wide["accuracy"][1] - wide["accuracy"][0] > 1.5 * (narrow["accuracy"][1] - narrow["accuracy"][0])
+    assert wide["n_patients"] == 40 and narrow["n_patients"] == 400
+
+
+def test_bootstrap_metrics_match_the_point_statistics():
+    from eval.bootstrap import confusion_metrics
+
+    confusion = np.array([[50, 5, 1, 0], [6, 20, 3, 0], [0, 2, 8, 1], [0, 0, 1, 3]])
+    a = np.repeat(np.repeat(list("ABCD"), 4), confusion.ravel())
+    b = np.repeat(np.tile(list("ABCD"), 4), confusion.ravel())
+    reference = categorical_agreement(a, b, list("ABCD"))
+    mine = {k: float(v[0]) for k, v in confusion_metrics(confusion).items()}
+    for key in ("accuracy", "f1_macro", "kappa", "kappa_linear", "kappa_quadratic"):
+        assert mine[key] == pytest.approx(reference[key], abs=1e-9), key
+
+
+def test_nadeau_bengio_correction_widens_the_fold_test():
+    from scipy import stats as st
+
+    from eval.bootstrap import corrected_resampled_ttest
+
+    d = np.array([0.02, 0.03, 0.01, 0.04, 0.02, 0.03, 0.02, 0.05, 0.01, 0.03])
+    t, p = corrected_resampled_ttest(d, 1 / 7)
+    expected = d.mean() / np.sqrt((1 / 10 + 1 / 7) * d.var(ddof=1))
+    assert t == pytest.approx(expected)
+    plain = st.ttest_1samp(d, 0)
+    assert p == pytest.approx(2 * st.t.sf(expected, 9)) and p > plain.pvalue
 
 
 def test_clear_errors():

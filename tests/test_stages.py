@@ -110,9 +110,13 @@ def test_patches_are_square_in_millimetres_on_anisotropic_pixels():
     assert (cols.max() - cols.min() + 1) / (rows.max() - rows.min() + 1) == pytest.approx(2.4, rel=0.1)
 
 
+def _plan(records, n_folds, seed=0):
+    return plan_folds([r.patient for r in records], [r.grade or r.level for r in records], n_folds, seed)
+
+
 def test_folds_group_patients_and_split_7_2_1():
     records = make_records(n_patients=20, per_patient=3)
-    plan = plan_folds(records, 10, seed=1)
+    plan = _plan(records, 10, seed=1)
     assert set(plan.fold_of_patient.values()) == set(range(10))
     for k in range(10):
         train, val, test = plan.split(k)
@@ -121,7 +125,45 @@ def test_folds_group_patients_and_split_7_2_1():
         folds = lambda ps: {plan.fold_of_patient[p] for p in ps}  # noqa: E731
         assert (len(folds(train)), len(folds(val)), len(folds(test))) == (7, 2, 1)
     with pytest.raises(ValueError, match="cannot fill"):
-        plan_folds(make_records(n_patients=4), 10)
+        _plan(make_records(n_patients=4), 10)
+    with pytest.raises(ValueError, match="empty patient"):
+        plan_folds(["P1", "", "P2"], ["A", "A", "B"], 3)
+
+
+def test_final_model_trains_on_all_but_the_validation_folds():
+    """The final model: 8 of 10 folds train it, 2 choose its epoch; its manifest says so."""
+    plan = _plan(make_records(n_patients=20, per_patient=3), 10, seed=1)
+    train, val = plan.final_split()
+    assert not train & val and train | val == set(plan.fold_of_patient)
+    assert {plan.fold_of_patient[p] for p in val} == {0, 1} and len({plan.fold_of_patient[p] for p in train}) == 8
+
+
+def test_empty_validation_set_is_an_error_not_the_first_epoch():
+    profile = smoke()
+    records = make_records()
+    unit, train, _ = stage_training("level", profile.configs, records[:20], records[20:])
+    _, _, empty = stage_training("level", profile.configs, records[:20], [])
+    with pytest.raises(ValueError, match="no validation data for the level stage"):
+        fit(unit, train, empty, profile.settings["level"], progress=False)
+
+
+def test_grade_checkpoints_are_chosen_by_macro_f1():
+    """A validation set that is mostly grade A: a model calling everything A has high accuracy
+    and poor macro-F1; the grade stage scores it by macro-F1 (the level stage by accuracy)."""
+    from stages.stage_builders import SELECTED_BY, _evaluate_classifier
+
+    class AlwaysA(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[5.0, 0, 0, 0]]).expand(len(x), -1)
+
+    records = make_records(n_patients=4, per_patient=5)
+    for r, grade in zip(records, "AAAAAAAAAAAAAAAAAABC"):
+        r.level, r.grade = "rootlet", grade
+    _, _, val = stage_training("grade", smoke().configs, records, records)
+    metrics = _evaluate_classifier(val, AlwaysA(), by_f1=True)
+    assert metrics["accuracy"] == pytest.approx(0.9)
+    assert metrics["score"] == metrics["f1_macro"] == pytest.approx(1 / 3 * (2 * 0.9 / 1.9))
+    assert "macro-F1" in SELECTED_BY["grade"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -142,11 +184,42 @@ def test_each_stage_trains_saves_loads_and_predicts(stage, tmp_path):
     boxes = [r.box for r in records[:3]]
     preds = predict_slices(models, configs, [r.image for r in records[:3]], [r.spacing for r in records[:3]],
                            boxes=boxes, min_box_score=0.0)
-    assert len(preds) == 3
-    if stage == "level":
-        assert all(p.level in ("rootlet", "cord") and 0.5 <= p.level_probability <= 1 for p in preds)
-    if stage == "segmenter":
-        assert all(p.dsca_mm2 is not None and p.dsca_mm2 >= 0 for p in preds)
+    reference = predict_slices({stage: unit.model}, profile.configs, [r.image for r in records[:3]],
+                               [r.spacing for r in records[:3]], boxes=boxes, min_box_score=0.0)
+    for loaded, trained in zip(preds, reference):  # the bundle predicts what the trained model does
+        assert (loaded.level, loaded.grade, loaded.dsca_mm2) == (trained.level, trained.grade, trained.dsca_mm2)
+
+
+def _constant_model(stage: str, configs, bias):
+    """A stage's network whose every output is its head's bias (all other weights zero)."""
+    model = build_model(stage, configs).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        head = model.fc if stage in ("level", "grade") else model.head
+        head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return model
+
+
+def test_predictions_follow_known_model_outputs():
+    """Known logits give known answers: the level and its probability, the argmax grade, and a
+    sac filling the patch gives DSCA = the patch's area in mm² (rows x columns spacing)."""
+    configs = smoke().configs
+    models = {"level": _constant_model("level", configs, [1.5]), "grade": _constant_model("grade", configs, [0, 0, 2, 0]),
+              "segmenter": _constant_model("segmenter", configs, [8.0])}
+    image = np.zeros((200, 160), np.float32)
+    spacing = (0.5, 0.8)
+    box = (70.0, 90.0, 90.0, 110.0)  # 16 x 10 mm
+    cord, = predict_slices(models, configs, [image], [spacing], boxes=[box])
+    assert cord.level == "cord" and cord.level_probability == pytest.approx(1 / (1 + np.exp(-1.5)), abs=1e-6)
+    assert cord.grade == "" and cord.dsca_mm2 is None  # SPEC: grade and area on rootlet slices only
+    models["level"] = _constant_model("level", configs, [-1.5])
+    rootlet, = predict_slices(models, configs, [image], [spacing], boxes=[box])
+    assert rootlet.level == "rootlet" and rootlet.grade == "C"
+    assert rootlet.grade_probabilities == pytest.approx(list(np.exp([0, 0, 2, 0]) / np.exp([0, 0, 2, 0]).sum()), abs=1e-6)
+    side_mm = 16.0 * (1 + 2 * configs.segmenter_patch.margin)  # a square in mm around the box
+    assert rootlet.dsca_mm2 == pytest.approx(side_mm**2, rel=0.02)
+    assert rootlet.dsca_mm2 == pytest.approx(rootlet.sac_mask.sum() * spacing[0] * spacing[1])
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
@@ -232,10 +305,12 @@ def test_cross_validation_writes_fold_bundles_and_oof_predictions(tmp_path):
     predictions = pd.concat(pd.read_csv(tmp_path / f"fold_{k:02d}" / "predictions.csv") for k in range(3))
     assert sorted(predictions.case_id) == sorted(r.case_id for r in records)  # every case predicted once
     assert set(predictions.level) <= {"rootlet", "cord"}
-    fold_of = json.loads((tmp_path / "folds.json").read_text())["fold_of_patient"]
+    fold_of = json.loads((tmp_path / "splits_final.json").read_text())["fold_of_patient"]
     assert all(fold_of[c.split("-")[0]] == f for c, f in zip(predictions.case_id, predictions.fold))
     models, _, manifest = load_bundle(tmp_path / "final" / "bundle")
     assert set(models) == {"level", "grade"} and manifest["provenance"]["fold"] is None
+    assert manifest["provenance"]["final_split"].startswith("trained on 2 of 3 folds")
+    assert "macro-F1" in manifest["stages"]["grade"]["metrics"]["selected_by"]
 
 
 def test_combined_bundle_takes_each_stage_from_its_run(tmp_path):

@@ -96,11 +96,20 @@ def test_seg_and_sr_read_back_with_references_codes_and_units(cohort, tmp_path):
     groups = sr.content.get_planar_roi_measurement_groups()
     assert len(groups) == len(source_uids)
     slices = pd.read_csv(written["slices.csv"]).set_index("sop_uid")
+    # The SEG's own pixels, measured with each source's PixelSpacing, and the phantom's truth.
+    spacing = {h.sop_uid: h.pixel_spacing for h in result.headers}
+    seg_area = {}
+    for frame, item in zip(seg.pixel_array.reshape(-1, seg.Rows, seg.Columns), seg.PerFrameFunctionalGroupsSequence):
+        sop = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        seg_area[sop] = float(frame.sum() * spacing[sop][0] * spacing[sop][1])
+    truth = pd.read_csv(cohort / "labels.csv", keep_default_na=False)
+    truth = truth[truth.rater == "truth"].set_index("sop_uid").dsca_mm2.astype(float)
     for group in groups:
         sop = group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID  # the region's image
         area = group.get_measurements()[0]
         assert (area.name.value, area.unit.value, area.unit.scheme_designator) == ("42798000", "mm2", "UCUM")
-        assert area.value == pytest.approx(slices.loc[sop, "dsca_mm2"], abs=0.01)
+        assert area.value == pytest.approx(seg_area[sop], abs=0.01)  # SR and SEG: one mask
+        assert area.value == pytest.approx(truth.loc[sop], abs=0.02)
         evaluations = {q.name.value: q.value.value for q in group.get_qualitative_evaluations()}
         if slices.loc[sop, "level"] == "rootlet":
             assert evaluations["SCHIZAS"] == f"SCHIZAS-{slices.loc[sop, 'grade']}"

@@ -26,15 +26,16 @@ def test_classifier_names():
 def test_trains_folds_and_writes_oof_predictions(cohort, tmp_path, capsys):
     run = tmp_path / "run"
     code = grade_train(["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--rater", "A1",
-                        "--stages", "grade,segmenter", "--folds", "4", "--profile", "smoke", "-o", str(run)])
+                        "--stages", "grade,segmenter", "--folds", "4", "--profile", "smoke", "-o", str(run),
+                        "--splits", str(tmp_path / "splits.json")])
     assert code == 0
     oof = read_label_table(run / "oof_predictions.csv", required=TRAINING_COLUMNS)
     labels = read_label_table(cohort)
     a1 = labels[labels.rater == "A1"]
     assert set(oof.rater) == {"C1"} and sorted(oof.case_id) == sorted(a1.case_id)
     assert set(oof.fold.dropna().astype(int)) == {0, 1, 2, 3}
-    # no level stage trained: levels are the rater's, and every rootlet slice is graded and measured
-    assert (oof.level_source == "labels").all()
+    # no level stage trained: levels are the rater's (never scored), every rootlet slice graded and measured
+    assert (oof.level_source == "labels").all() and (oof.status == "not classified").all()
     assert list(oof.set_index("case_id").level.loc[a1.case_id]) == list(a1.level)
     rootlet = oof[oof.level == "rootlet"]
     assert rootlet.dsca_mm2.notna().all() and rootlet.grade.isin(list("ABCD")).all()
@@ -51,7 +52,8 @@ def test_trains_folds_and_writes_oof_predictions(cohort, tmp_path, capsys):
 
 def test_merge_only_and_bad_arguments(cohort, tmp_path, capsys):
     run = tmp_path / "run"
-    base = ["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--profile", "smoke", "-o", str(run)]
+    base = ["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--profile", "smoke", "-o", str(run),
+            "--splits", str(tmp_path / "splits.json")]
     assert grade_train(base + ["--rater", "A2", "--stages", "level", "--folds", "3", "--only-folds", "1",
                                "--no-final"]) == 0
     assert grade_train(base + ["--rater", "A2", "--merge", "--as", "CNN"]) == 0
@@ -60,3 +62,38 @@ def test_merge_only_and_bad_arguments(cohort, tmp_path, capsys):
     assert grade_train(base + ["--rater", "Z9"]) == 2
     assert "rater 'Z9' not in" in capsys.readouterr().err
     assert grade_train(base + ["--rater", "A1", "--stages", "levels"]) == 2
+
+
+def test_every_rater_is_tested_on_the_same_patients(cohort, tmp_path):
+    """Folds are planned once per cohort (splits_final.json beside the table): Classifier1 and
+    Classifier2 see the same test patients, so the agreement study compares them case for case."""
+    common = ["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--profile", "smoke",
+              "--stages", "level", "--folds", "3", "--no-final"]
+    for rater in ("A1", "A2"):
+        assert grade_train(common + ["--rater", rater, "-o", str(tmp_path / rater)]) == 0
+    splits = json.loads((cohort.parent / "splits_final.json").read_text())
+    assert splits["key"] == "study_id" and splits["n_folds"] == 3
+    for rater in ("A1", "A2"):
+        assert json.loads((tmp_path / rater / "splits_final.json").read_text()) == splits
+    c1 = read_label_table(tmp_path / "A1" / "oof_predictions.csv").set_index("case_id").fold
+    c2 = read_label_table(tmp_path / "A2" / "oof_predictions.csv").set_index("case_id").fold
+    shared = c1.index.intersection(c2.index)
+    assert len(shared) > 0 and (c1[shared] == c2[shared]).all()
+    assert grade_train(common + ["--rater", "A1", "--folds", "4", "-o", str(tmp_path / "x")]) == 2  # plan says 3
+
+
+def test_a_slice_without_a_patient_is_refused(tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    cohort = tmp_path / "c"
+    generate_cohort(cohort, phantom_config(3, 8), progress=False)
+    table = pd.read_csv(cohort / "labels.csv", keep_default_na=False)
+    table.loc[3, "study_id"] = ""
+    table.to_csv(cohort / "labels.csv", index=False)
+    args = ["--labels", str(cohort / "labels.csv"), "--images", str(cohort / "dicom"), "--profile", "smoke",
+            "--rater", "A1", "--stages", "level", "--folds", "3", "-o", str(tmp_path / "run")]
+    assert grade_train(args) == 2
+    assert "empty study_id" in capsys.readouterr().err
+    shutil.rmtree(cohort)

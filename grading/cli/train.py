@@ -18,6 +18,7 @@ from grading.labels import (
     read_label_table,
     write_label_table,
 )
+from grading.splits import DEFAULT_NAME, ensure_splits
 from grading.training_data import load_training_data
 from stages.configs import STAGES
 from stages.cross_validation import (
@@ -26,6 +27,7 @@ from stages.cross_validation import (
     run_cross_validation,
 )
 from stages.distributed import workers
+from stages.folds import SplitsError
 from stages.losses import LOSSES
 from stages.profiles import PROFILES
 from stages.segmenters import ARCHITECTURES
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rater", required=True, help="whose labels to learn, e.g. A1")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--splits", help="the cohort's folds (default: splits_final.json beside the label table, planned "
+                                    "from all raters' labels on first use and shared by every rater's run)")
     p.add_argument("--only-folds", help="run just these folds, e.g. 0,1 (one job per fold; merge with --merge)")
     p.add_argument("--no-final", action="store_true", help="skip the model trained on all patients")
     p.add_argument("--final-only", action="store_true", help="train only the model on all patients (no folds)")
@@ -103,7 +107,12 @@ def _main(argv: list[str] | None) -> int:
         folds = tuple(int(f) for f in args.only_folds.split(",")) if args.only_folds else None
         if args.final_only:
             folds = ()
-        request = CVRequest(stages=stages, profile=profile, n_folds=args.folds, folds=folds, final=not args.no_final,
+        try:
+            plan = ensure_splits(labels, args.splits or Path(args.labels).parent / DEFAULT_NAME, args.folds, args.seed)
+        except SplitsError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        request = CVRequest(stages=stages, profile=profile, plan=plan, n_folds=args.folds, folds=folds,
+                            final=not args.no_final,
                             seed=args.seed, backbone_weights=args.backbone_weights, resume=args.resume,
                             provenance={"rater": args.rater, "profile": args.profile, "seed": args.seed,
                                         "labels": str(Path(args.labels).resolve()),

@@ -21,7 +21,6 @@ from grading.phantom.patient import Patient
 from grading.phantom.spine_volume import SpineVolume, build_spine_volume
 from grading.phantom.tissues import SAC_LABELS, Label
 
-GRADES = ("A", "B", "C", "D")
 #: Rootlet packing (nominal rootlet area / sac area) where Schizas B and C begin: below 0.5 the
 #: CSF between rootlets is plain (A); up to 0.8 rootlets fill the sac but can be told apart (B);
 #: beyond, the sac is a grey mass (C, or D without dorsal epidural fat).

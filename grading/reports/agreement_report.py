@@ -32,8 +32,28 @@ def _table4(records: list[dict]) -> tuple[list[str], list[list[str]]]:
         ["Cohen's kappa (95% CI)"] + [
             f"{_num(r['kappa'])} ({_num(r['kappa_ci95'][0])}–{_num(r['kappa_ci95'][1])})" for r in columns],
         ["n"] + [str(r["n"]) for r in columns],
+        ["F-score, patient bootstrap 95% CI"] + [_interval(r, "f1_macro") for r in columns],
+        ["Accuracy, patient bootstrap 95% CI"] + [_interval(r, "accuracy") for r in columns],
+        ["Kappa, patient bootstrap 95% CI"] + [_interval(r, "kappa", percent=False) for r in columns],
+        ["Accuracy counting misses as disagreements (%)"] + [_pct(r.get("accuracy_counting_misses")) for r in columns],
+        ["Not scored (side: reason n)"] + [_excluded(r) for r in columns],
     ]
     return header, rows
+
+
+def _interval(record: dict, metric: str, percent: bool = True) -> str:
+    ci = (record.get("bootstrap_ci95") or {}).get(metric)
+    if not ci:
+        return "–"
+    return f"{_pct(ci[0])}–{_pct(ci[1])}" if percent else f"{_num(ci[0])}–{_num(ci[1])}"
+
+
+def _excluded(record: dict) -> str:
+    parts = [f"{side}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+             for side, reasons in (record.get("excluded") or {}).items() if reasons]
+    if record.get("misses"):
+        parts.append(f"{record['misses']} missed by {record['rater_b']}'s detector")
+    return "; ".join(parts) or "none"
 
 
 def _detail_rows(record: dict) -> list[list[str]]:
@@ -51,9 +71,9 @@ def _tests_line(record: dict) -> str:
                   f"Stuart-Maxwell P {_p(record.get('stuart_maxwell_p'))}",
                   f"Bowker P {_p(record.get('bowker_p'))}"]
     else:
-        parts += [f"McNemar P {_p(record.get('mcnemar_p'))}",
-                  f"{record.get('n_other_excluded', 0)} cases left out as 'other'"]
+        parts += [f"McNemar P {_p(record.get('mcnemar_p'))}"]
     parts.append(f"paired t-test t = {_num(record['ttest_t'], 2)}, P {_p(record['ttest_p'])}")
+    parts.append(f"not scored: {_excluded(record)}")
     return "; ".join(parts)
 
 
@@ -68,10 +88,12 @@ def _area_rows(records: list[dict]) -> list[list[str]]:
 
 
 def _fold_rows(comparisons: list[dict]) -> list[list[str]]:
-    rows = [["task", "metric", "reference", "compared", "folds", "mean difference", "t", "P"]]
+    rows = [["task", "metric", "reference", "compared", "folds", "mean difference", "t", "P",
+             "corrected t", "corrected P"]]
     for c in comparisons:
         rows.append([c["task"], c["metric"], c["reference"], c["compared"], str(c["n_folds"]),
-                     _num(c["mean_difference"]), _num(c["ttest_t"], 2), _p(c["ttest_p"])])
+                     _num(c["mean_difference"]), _num(c["ttest_t"], 2), _p(c["ttest_p"]),
+                     _num(c.get("corrected_t"), 2), _p(c.get("corrected_p"))])
     return rows
 
 
@@ -92,7 +114,11 @@ def build_sections(records: list[dict], comparisons: list[dict], images: dict[st
     header, rows = _table4(records)
     sections = [("Summary (layout of Won et al. 2025, Table 4)",
                  "F-score is the unweighted mean of the per-class F1 (the paper's F-score). P is a paired "
-                 "t-test on the label codes of the two raters.", [header] + rows, [])]
+                 "t-test on the label codes of the two raters. The first five rows are the paper's figures, on the "
+                 "cases both sides scored (its intersection); the rows below them do not treat slices as "
+                 "independent (intervals from resampling whole patients) and count the cases a classifier's "
+                 "detector missed as disagreements. A level copied from the raters' labels is never scored.",
+                 [header] + rows, [])]
     for r in records:
         if r["task"] in TASK_NAMES:
             key = f"{r['task']}_{r['rater_a']}_{r['rater_b']}"
@@ -105,7 +131,9 @@ def build_sections(records: list[dict], comparisons: list[dict], images: dict[st
                          area, dsca_images))
     if comparisons:
         sections.append(("Per-fold comparison", "Paired t-test across folds of each pair's agreement against the "
-                         "first pair's (observer-observer against observer-classifier).", _fold_rows(comparisons), []))
+                         "first pair's (observer-observer against observer-classifier); the corrected test "
+                         "(Nadeau and Bengio 2003) allows for folds sharing most of their training data.",
+                         _fold_rows(comparisons), []))
     return sections
 
 
