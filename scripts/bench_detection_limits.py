@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from grading.models_location import find_model_bundle
-from grading.phantom.cohort import generate_patient
+from grading.phantom.cohort import CohortConfig, generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
 from stages.detector import box_iou
@@ -44,11 +44,11 @@ def main() -> None:
     truth = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(100, 100 + args.patients):
-            rows, _ = generate_patient(Path(tmp), index, args.seed)
+            rows, _ = generate_patient(Path(tmp), index, args.seed, CohortConfig(series=("ax_t2",)))
             truth_of = {r["sop_uid"]: (r["box_x0"], r["box_y0"], r["box_x1"], r["box_y1"])
                         for r in rows if r["rater"] == "truth"}
             loaded = load_study(Path(tmp) / "dicom" / rows[0]["study_id"])
-            spacings = [h.pixel_spacing for h in loaded.pixels.headers]
+            spacings = loaded.spacings
             truth += [truth_of[h.sop_uid] for h in loaded.pixels.headers]
             for limits, prepared in runs.items():
                 start = time.perf_counter()

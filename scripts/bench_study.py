@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from grading.benchmark import grading_differences, matmul_peak_gflops, timed_run
 from grading.models_location import find_model_bundle
-from grading.phantom.cohort import generate_patient
+from grading.phantom.cohort import CohortConfig, generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
 from stages.inference import InferenceSettings, predict_slices, prepare_models
@@ -40,7 +40,9 @@ STAGES = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "r
 
 
 def make_study(root: Path, slices: int, matrix: int, seed: int = 0) -> Path:
-    generate_patient(root, 3, seed, matrix=matrix, n_slices=slices)
+    """A study folder of one contiguous axial T2 TSE series (and a sagittal, as protocols have)."""
+    config = CohortConfig(series=("ax_t2", "sag_t2"), axial_presets={"t2_tse": 1.0})
+    generate_patient(root, 3, seed, config, matrix=matrix, n_slices=slices)
     return next((root / "dicom").iterdir())
 
 
@@ -60,8 +62,7 @@ def model_gflop(models, configs, study: Path, settings: InferenceSettings) -> fl
     """FLOPs of the models on the study's slices, counted by torch's FlopCounterMode."""
     loaded = load_study(study)
     with FlopCounterMode(display=False) as counter:
-        predict_slices(models, configs, loaded.images, [h.pixel_spacing for h in loaded.pixels.headers],
-                       min_box_score=0.0, settings=settings)
+        predict_slices(models, configs, loaded.images, loaded.spacings, min_box_score=0.0, settings=settings)
     return counter.get_total_flops() / 1e9
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +46,26 @@ def main() -> None:
     p.add_argument("--patients", type=int, default=6)
     p.add_argument("--batches", type=int, default=12, help="timed batches per measurement")
     p.add_argument("--workers", default="0,1,2")
+    p.add_argument("--render-all", action="store_true",
+                   help="render every sample from its label map (the worst case for data loading)")
     args = p.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
     profile = quick()
+    if args.render_all:
+        synth = profile.configs.synth
+        every = {stage: replace(getattr(synth, stage), probability=1.0) for stage in ("detector", "level", "grade",
+                                                                                      "segmenter")}
+        profile = replace(profile, configs=replace(profile.configs, synth=replace(synth, **every)))
     with tempfile.TemporaryDirectory() as tmp:
         cohort = Path(tmp)
-        generate_cohort(cohort, CohortConfig(patients=args.patients, seed=11), progress=False)
+        generate_cohort(cohort, CohortConfig(patients=args.patients, seed=11, series=("ax_t2", "ax_t2_angled")),
+                        progress=False)
         labels = read_label_table(cohort / "labels.csv", required=TRAINING_COLUMNS)
         records = load_training_data(labels, cohort / "dicom", "A1", cohort).records
     print(f"{len(records)} slices from {args.patients} phantom patients; {torch.get_num_threads()} torch threads")
-    print("| stage | batch | data only, img/s | " + " | ".join(f"train, {w} workers, img/s" for w in workers) + " |")
-    print("|---|---:|---:|" + "---:|" * len(workers))
+    print("| stage | batch | data only, img/s | " + " | ".join(f"train, {w} workers, img/s" for w in workers)
+          + " | data share of a step (0 workers) |")
+    print("|---|---:|---:|" + "---:|" * len(workers) + "---:|")
     for stage in ("detector", "level", "grade", "segmenter"):
         seed_everything(0)
         training, train_data, _ = stage_training(stage, profile.configs, records, records[:4])
@@ -77,7 +87,9 @@ def main() -> None:
 
         data_only = batch_size / _seconds_per_batch(loader(0), args.batches)
         train_rates = [batch_size / _seconds_per_batch(loader(w), args.batches, step) for w in workers]
-        print(f"| {stage} | {batch_size} | {data_only:.0f} | " + " | ".join(f"{r:.1f}" for r in train_rates) + " |")
+        share = train_rates[0] / data_only if 0 in workers else float("nan")
+        print(f"| {stage} | {batch_size} | {data_only:.0f} | " + " | ".join(f"{r:.1f}" for r in train_rates)
+              + f" | {share:.0%} |")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def untrained():
 
 
 def _predict(models, configs, loaded, settings):
-    return predict_slices(prepare_models(models, settings), configs, loaded.images,
-                          [h.pixel_spacing for h in loaded.pixels.headers], min_box_score=0.0, settings=settings)
+    return predict_slices(prepare_models(models, settings), configs, loaded.images, loaded.spacings,
+                          min_box_score=0.0, settings=settings)
 
 
 def test_batching_channels_last_and_inference_mode_change_nothing(untrained, study):

@@ -24,6 +24,7 @@ from grading.cli.agreement import main as grade_agreement
 from grading.cli.common import CommandError, run_command
 from grading.cli.study import main as grade_study
 from grading.cli.train import main as grade_train
+from grading.labels import write_label_table
 from grading.models_location import demo_bundle_dir, user_cache_dir
 from grading.phantom.cohort import CohortConfig, generate_cohort, generate_patient
 from grading.phantom.montage import make_montage
@@ -38,22 +39,31 @@ def _stamp_matches(folder: Path, wanted: dict) -> bool:
     return stamp.is_file() and json.loads(stamp.read_text()) == wanted
 
 
-def ensure_cohort(folder: Path, config: CohortConfig) -> Path:
-    """The cohort's label table, generating the cohort unless an identical one is already there."""
-    wanted = {"patients": config.patients, "seed": config.seed}
+#: Bumped whenever the phantom changes, so a cached cohort from an older generator is remade.
+PHANTOM_VERSION = 2
+
+
+def ensure_cohort(folder: Path, config: CohortConfig) -> tuple[Path, Path]:
+    """The cohort's label tables (every axial slice; the contiguous series only), generating the
+    cohort unless an identical one is already there."""
+    wanted = {"patients": config.patients, "seed": config.seed, "phantom": PHANTOM_VERSION}
+    contiguous = folder / "labels_contiguous.csv"
     if not _stamp_matches(folder, wanted):
         generate_cohort(folder, config)
         make_montage(folder, folder / "montage.png")
+        table = pd.read_csv(folder / "labels.csv", keep_default_na=False, dtype=str)
+        write_label_table(table[table.case_id.str.contains("-ax_t2-", regex=False)], contiguous)
         write_json_atomic(folder / "demo-stamp.json", wanted)
-    return folder / "labels.csv"
+    return folder / "labels.csv", contiguous
 
 
 def ensure_held_out(folder: Path) -> Path:
     """One phantom study no model has seen, with its truth, for grade-study."""
-    if not _stamp_matches(folder, {"seed": HELD_OUT_SEED}):
+    wanted = {"seed": HELD_OUT_SEED, "phantom": PHANTOM_VERSION}
+    if not _stamp_matches(folder, wanted):
         rows, _ = generate_patient(folder, 1, HELD_OUT_SEED)
         pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
-        write_json_atomic(folder / "demo-stamp.json", {"seed": HELD_OUT_SEED})
+        write_json_atomic(folder / "demo-stamp.json", wanted)
     return folder / "dicom" / "PH0001"
 
 
@@ -92,6 +102,21 @@ def _fmt(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _agreement_line(record: dict) -> str:
+    """Accuracy and F1 (the paper's figures), the patient-bootstrap interval, what was not scored."""
+    ci = (record.get("bootstrap_ci95") or {}).get("accuracy") or [None, None]
+    parts = [f"accuracy {_fmt(record['accuracy'] * 100, 1)}% (95% CI {_fmt(ci[0] and ci[0] * 100, 1)}-"
+             f"{_fmt(ci[1] and ci[1] * 100, 1)}, patients resampled)",
+             f"F1 {_fmt(record['f1_macro'] and record['f1_macro'] * 100, 1)}%", f"n {record['n']}"]
+    excluded = [f"{side} {reason} {n}" for side, reasons in record.get("excluded", {}).items()
+                for reason, n in reasons.items()]
+    if excluded:
+        parts.append("not scored: " + ", ".join(excluded))
+    if record.get("misses"):
+        parts.append(f"missed {record['misses']} (counting them: {_fmt(record['accuracy_counting_misses'] * 100, 1)}%)")
+    return "; ".join(parts)
+
+
 def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="grade-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,19 +128,21 @@ def _main(argv: list[str] | None) -> int:
     args = p.parse_args(argv)
     start = time.perf_counter()
     timings = {}
-    labels = ensure_cohort(args.dir / "cohort", CohortConfig(patients=args.patients, seed=args.seed))
+    labels, contiguous = ensure_cohort(args.dir / "cohort", CohortConfig(patients=args.patients, seed=args.seed))
     images = labels.parent / "dicom"
     held_out = ensure_held_out(args.dir / "held_out")
     timings["phantoms"] = time.perf_counter() - start
-    common = ["--labels", str(labels), "--images", str(images), "--profile", args.profile, "--seed", str(args.seed),
-              "--folds", str(args.folds)]
+    common = ["--images", str(images), "--profile", args.profile, "--seed", str(args.seed), "--folds", str(args.folds)]
     t = time.perf_counter()
-    ensure_training(args.dir / "shared", common + ["--rater", "A1", "--stages", "detector,segmenter", "--final-only"])
+    # The detector and segmenter learn from every axial slice (contiguous and disc-angled stacks);
+    # the agreement study, like the paper's, is on the contiguous series.
+    ensure_training(args.dir / "shared", common + ["--labels", str(labels), "--rater", "A1",
+                                                   "--stages", "detector,segmenter", "--final-only"])
     timings["detector and segmenter"] = time.perf_counter() - t
     for rater in ("A1", "A2"):
         t = time.perf_counter()
         ensure_training(args.dir / f"classifier_{rater}",
-                        common + ["--rater", rater, "--stages", "level,grade"])
+                        common + ["--labels", str(contiguous), "--rater", rater, "--stages", "level,grade"])
         timings[f"classifiers {rater}"] = time.perf_counter() - t
     bundle = combine_bundles(args.dir / "models", {
         "detector": args.dir / "shared" / "final" / "bundle", "segmenter": args.dir / "shared" / "final" / "bundle",
@@ -129,13 +156,13 @@ def _main(argv: list[str] | None) -> int:
     timings["grade-study"] = time.perf_counter() - t
     t = time.perf_counter()
     agreement = args.dir / "agreement"
-    tables = [str(labels), str(args.dir / "classifier_A1" / "oof_predictions.csv"),
+    tables = [str(contiguous), str(args.dir / "classifier_A1" / "oof_predictions.csv"),
               str(args.dir / "classifier_A2" / "oof_predictions.csv")]
     if grade_agreement(tables + ["--pair", "A1:A2", "--pair", "A1:C1", "--pair", "A2:C2", "-o", str(agreement)]) != 0:
         raise CommandError("grade-agreement failed")
     timings["agreement"] = time.perf_counter() - t
     check = compare_with_truth(graded / "slices.csv", held_out.parent.parent / "labels.csv")
-    summary = {r["task"] + " " + r["rater_a"] + "-" + r["rater_b"]: (r.get("accuracy"), r.get("f1_macro"))
+    summary = {f"{r['task']} {r['rater_a']}-{r['rater_b']}": _agreement_line(r)
                for r in json.loads((agreement / "agreement.json").read_text()) if r["task"] != "dsca"}
     print(f"\ngrade-demo finished in {time.perf_counter() - start:.0f} s "
           f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
@@ -146,8 +173,8 @@ def _main(argv: list[str] | None) -> int:
           f"grade accuracy {_fmt(check['grade_accuracy'], 3)}, DSCA MAE {_fmt(check['dsca_mae_mm2'], 1)} mm²")
     print(f"  model bundle:       {bundle}" + ("  (grade-study uses it without --models)" if installed else ""))
     print(f"  agreement study:    {agreement / 'report.html'}")
-    for key, (accuracy, f1) in summary.items():
-        print(f"    {key:18s} accuracy {_fmt(accuracy * 100, 1)}%  F1 {_fmt(f1 and f1 * 100, 1)}%")
+    for key, line in summary.items():
+        print(f"    {key:18s} {line}")
     write_json_atomic(args.dir / "demo-summary.json", {"timings_s": timings, "held_out_vs_truth": check,
                                                        "agreement": summary})
     return 0

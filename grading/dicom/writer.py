@@ -109,7 +109,7 @@ def mr_dataset(pixels: np.ndarray, spec: MRSliceSpec, bits_stored: int = 12) -> 
     if spec.rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = (f"{v:g}" for v in spec.rescale)
         ds.RescaleType = "US"
-    window = float(np.percentile(pixels, 99.5))
+    window = float(np.percentile(pixels[::4, ::4], 99.5))  # a display hint: a sample is plenty
     ds.WindowCenter = f"{window / 2:.0f}"
     ds.WindowWidth = f"{max(window, 1):.0f}"
     for keyword, value in spec.extra.items():

@@ -103,9 +103,9 @@ class _BodyPainter:
         a = np.maximum(width - shrink_side, 1)
         y = box.b
         depth = np.where(y > 0, np.maximum(back - shrink_back, 1), np.maximum(front - shrink_front, 1))
-        power = np.where(y > 0, 3.2, 2.3)
-        rel = np.clip(np.abs(y) / depth, 0, 1)
-        half = a * (1 - rel**power) ** (1 / power)
+        rel2 = np.clip(np.abs(y) / depth, 0, 1) ** 2
+        # A flatter back (power 4) than belly (power 2): integer powers, computed as squares.
+        half = a * np.where(y > 0, np.sqrt(np.sqrt(np.clip(1 - rel2 * rel2, 0, 1))), np.sqrt(np.clip(1 - rel2, 0, 1)))
         half = np.where(np.abs(y) < depth, half, -1)
         return np.abs(box.c) <= half
 
@@ -122,15 +122,17 @@ class _BodyPainter:
         paint(box, inner, Label.ABDOMINAL_WALL)
         wall = 9 + 5 * hab.muscle_bulk
         paint(box, self.outline(box, hab.front_fat + wall, hab.back_fat + 1.5, hab.side_fat + wall), Label.VISCERAL_FAT)
-        # The back muscles: on each side a rounded mass from the spinous process to the flank,
-        # from the laminae and transverse processes back to the fascia.
+        # Behind the transverse processes, inside the thoracolumbar fascia: fat, then the erector
+        # spinae on each side (multifidus follows in muscles()), so fat planes part the muscles.
         _, back, _ = self.extents(self.s_of(box.a))
         room = back - hab.back_fat - 1.5
-        width = 34 + 14 * hab.muscle_bulk
+        width = 26 + 12 * hab.muscle_bulk
         x, y = box.c, box.b
+        compartment = inner & (y > 2.0 + 6.0 * (np.abs(x) / 60.0) ** 2) & (np.abs(x) < 2.1 * width + 12)
+        paint(box, compartment, Label.INTERMUSCULAR_FAT)
         for sign in (-1, 1):
-            mass = ellipse(x, y, sign * width * 0.92, 2 + room * 0.5, width, room * 0.56, power=3.0)
-            paint(box, inner & mass & (y > -4), Label.ERECTOR_SPINAE)
+            erector = ellipse(x, y, sign * (width + 14), 3 + room * 0.5, width + 6, room * 0.52)
+            paint(box, compartment & erector, Label.ERECTOR_SPINAE)
 
     # --- muscles ------------------------------------------------------------------------------
     def tube(self, s_lo: float, s_hi: float, profile, label: int, only=None, angle: float = 0.0) -> None:
@@ -162,13 +164,16 @@ class _BodyPainter:
         back_room = hab.back_depth - hab.back_fat
         m_knots = [(0, 0.55), (self.l1.start, 0.65), (self.l_last.end, 1.0), (sac.start + 40, 0.8), (bottom, 0.3)]
         for sign in (-1, 1):
-            # Multifidus beside the spinous processes (largest low down).
+            # Multifidus beside the spinous processes (largest low down), parted from the erector
+            # spinae by a thin plane of fat.
             def multifidus(s, sign=sign, grow=0.0):
                 size = bulk * self.level(s, m_knots)
-                return (sign * (7 + 9 * size), cd / 2 + back_room * 0.45, 10 * size + 4 + grow,
-                        back_room * 0.42 + grow)
+                return (sign * (6 + 8 * size), cd / 2 + back_room * 0.47, 8 * size + 5 + grow,
+                        back_room * 0.44 + grow)
 
-            self.tube(0, bottom, multifidus, Label.MULTIFIDUS, only=(Label.ERECTOR_SPINAE,))
+            self.tube(0, bottom, lambda s, sg=sign: multifidus(s, sg, 1.2), Label.INTERMUSCULAR_FAT,
+                      only=(Label.ERECTOR_SPINAE,))
+            self.tube(0, bottom, multifidus, Label.MULTIFIDUS, only=(Label.ERECTOR_SPINAE, Label.INTERMUSCULAR_FAT))
         # Quadratus lumborum: lateral to the transverse processes, T12 to the iliac crest.
         q_knots = [(p.vertebra("T12").start, 0.0), (self.l1.start, 0.6), (self.l3.end, 1.0),
                    (self.l_last.start, 0.7), (self.l_last.end, 0.0)]
@@ -306,7 +311,7 @@ class _BodyPainter:
             paint(box, capsule(x, y, p0, p1, np.maximum(thick - 1.4, 0.5)), Label.ILIUM)
 
 
-def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: float = 2.5) -> BodyVolume:
+def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: float = 3.0) -> BodyVolume:
     painter = _BodyPainter(patient, line, h, dz)
     painter.layers()
     painter.muscles()

@@ -119,7 +119,7 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
     patient = make_patient(rng)
     anchor = (float(rng.normal(0, 10)), float(rng.normal(0, 10)), float(rng.uniform(-80, 80)))
     anatomy = build_anatomy(patient, anchor)
-    tissues = draw_tissues(rng, patient.habitus.muscle_fat, marrow_fat=float(rng.uniform(0.3, 0.65)))
+    tissues = draw_tissues(rng, patient.habitus.muscle_fat, marrow_fat=float(rng.uniform(0.4, 0.75)))
     rows: list[dict] = []
     series_summary = []
     for plan in _plans(anatomy, rng, config, n_slices, matrix):

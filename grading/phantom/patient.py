@@ -264,9 +264,9 @@ def _habitus(rng: np.random.Generator) -> Habitus:
     fat = float(rng.beta(1.6, 2.4))  # 0 thin ... 1 obese
     back_fat = 10 + 40 * fat + rng.normal(0, 3)
     return Habitus(
-        half_width=float(rng.uniform(125, 150) + 60 * fat),
+        half_width=float(rng.uniform(135, 165) + 55 * fat),
         back_depth=float(rng.uniform(58, 70) + back_fat),
-        front_depth=float(rng.uniform(115, 145) + 90 * fat),
+        front_depth=float(rng.uniform(95, 125) + 85 * fat),
         back_fat=float(np.clip(back_fat, 8, 55)),
         side_fat=float(np.clip(8 + 45 * fat + rng.normal(0, 4), 5, 60)),
         front_fat=float(np.clip(10 + 55 * fat + rng.normal(0, 5), 6, 70)),

@@ -223,7 +223,7 @@ class SeriesRenderer:
         self.table = signal_table(seq, tissues)
         self.fat_signal = float(self.table[Label.SUBCUTANEOUS_FAT])
         self.muscle_streaks = muscle_streaks
-        big = (2 * shape[0], 2 * shape[1])
+        big = (shape[0] + shape[0] // 2, shape[1] + shape[1] // 2)
         texture = 0.6 * smooth_field(big, 1.2 / spacing, rng) + 0.8 * smooth_field(big, 5.0 / spacing, rng)
         stretch = (1.0, 3.5) if rng.random() < 0.5 else (3.5, 1.0)
         lines = np.exp(-(smooth_field(big, 2.0 / spacing, rng, stretch) / 0.12) ** 2)

@@ -194,7 +194,7 @@ class _Painter:
         ``lower`` in front-lateral, the joint cleft between them, at the level of ``disc``."""
         p = self.grid
         lower = lower or upper
-        cw, cd = (upper.canal_width + lower.canal_width) / 2, (upper.canal_depth + lower.canal_depth) / 2
+        cw = (upper.canal_width + lower.canal_width) / 2
         alpha = np.deg2rad({0: 38, 1: 47, 2: 55}.get(level_from_bottom, 65 if upper.region == "L" else 15))
         e = np.array([np.cos(alpha), np.sin(alpha)])  # along the cleft, anteromedial -> posterolateral
         n_al = np.array([e[1], -e[0]])  # anterolateral normal

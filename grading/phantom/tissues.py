@@ -104,7 +104,7 @@ TISSUES: dict[Label, Tissue] = {
     Label.ERECTOR_SPINAE: Tissue(0.72, 1100, 42, fat=0.08, streaks=0.8),
     Label.MULTIFIDUS: Tissue(0.72, 1100, 42, fat=0.12, streaks=1.0),
     Label.CORTEX: Tissue(0.06, 1000, 5, texture=0.0),
-    Label.MARROW: Tissue(0.85, 550, 80, fat=0.45, texture=0.12),
+    Label.MARROW: Tissue(0.85, 550, 95, fat=0.55, texture=0.12),
     Label.ENDPLATE: Tissue(0.08, 1000, 8, texture=0.0),
     Label.ANNULUS: Tissue(0.65, 1000, 58, texture=0.08),
     Label.NUCLEUS: Tissue(0.9, 1200, 120, texture=0.08),

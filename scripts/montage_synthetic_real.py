@@ -1,0 +1,148 @@
+"""Synthetic slices beside real ones, at the same physical field of view and display window.
+
+    uv run python scripts/montage_synthetic_real.py -o docs/synthetic_vs_real.png
+
+Pairs each real contrast in ../shared/realdata (T2 TSE at a disc, Dixon water and fat, T2-SPIR,
+sagittal T2) with a phantom slice rendered by the matching preset, and adds the phantom's T2 TSE
+at a vertebral body, at the conus, at a Schizas D level, and its T1. Real images are only looked
+at. Without the real data, the synthetic panels are drawn alone.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from grading.phantom.anatomy import Anatomy, Plane, build_anatomy  # noqa: E402
+from grading.phantom.patient import make_patient  # noqa: E402
+from grading.phantom.protocol import _axial_axes, _plane  # noqa: E402
+from grading.phantom.sequences import SeriesRenderer, draw_scanner, draw_sequence, draw_tissues  # noqa: E402
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+def _nifti_slice(path: Path, k: int) -> tuple[np.ndarray, float]:
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj, np.float32)[:, :, k].T, float(image.header.get_zooms()[0])
+
+
+def real_panels(root: Path) -> dict[str, tuple[np.ndarray, float]]:
+    """Real slices by contrast, each (image in display orientation, mm per pixel)."""
+    out = {}
+    tse = sorted((root / "axial_t2_tse_disc_level").glob("*.png"))
+    if tse:
+        out["t2_tse_disc"] = (np.asarray(Image.open(tse[0]).convert("L"), np.float32), 0.6875)
+    for key, name, k in (("dixon_water", "TUM01_water_img_img_L2-L5.nii.gz", 14),
+                         ("dixon_fat", "TUM01_fat_img_img_L2-L5.nii.gz", 14)):
+        if (root / name).is_file():
+            out[key] = _nifti_slice(root / name, k)
+    chaos = root / "chaos_axial_t2spir" / "CHAOS11_T2SPIR_full.nii.gz"
+    if chaos.is_file():
+        out["t2_spir"] = _nifti_slice(chaos, 6)
+    spider = sorted((root / "spider_sagittal_t2" / "images").glob("209_t2_SPACE_slice6*.png"))
+    if spider:
+        out["sagittal"] = (np.asarray(Image.open(spider[len(spider) // 2]).convert("L"), np.float32), 0.6)
+    return out
+
+
+def _axial(anatomy: Anatomy, s: float, fov: float, matrix: int, anterior_shift: float) -> Plane:
+    c, _, _, w = anatomy.line.at(s)
+    row, col = _axial_axes(w)
+    return _plane(c - anterior_shift * col, row, col, (matrix, matrix), fov / matrix, 4.0)
+
+
+def _sagittal(anatomy: Anatomy, matrix: int = 448, fov: float = 300.0) -> Plane:
+    lumbar = [v for v in anatomy.patient.vertebrae if v.region == "L"]
+    c = anatomy.line.at((lumbar[2].start + lumbar[2].end) / 2)[0]
+    normal, col = np.array([1.0, 0, 0]), np.array([0, 0, -1.0])
+    return _plane(c - 25 * np.cross(normal, col), np.cross(normal, col), col, (matrix, matrix), fov / matrix, 4.0)
+
+
+def synthetic_panels(seed: int = 5) -> dict[str, tuple[np.ndarray, float]]:
+    rng = np.random.default_rng(seed)
+    patients = [make_patient(np.random.default_rng(seed + k)) for k in range(12)]
+    anatomies = [build_anatomy(p) for p in patients[:1]]
+    # A patient with a Schizas D level: the most compressed sac among the first twelve.
+    worst = None
+    for p in patients:
+        anatomy = build_anatomy(p) if p is not patients[0] else anatomies[0]
+        packing = anatomy.spine.packing() * (anatomy.spine.grid.a > p.conus_tip)
+        k = int(np.argmax(packing * (anatomy.spine.dorsal_fat < 2)))
+        if worst is None or packing[k] > worst[1]:
+            worst = (anatomy, packing[k], float(anatomy.spine.grid.a[k]))
+    anatomy, patient = anatomies[0], patients[0]
+    tissues = draw_tissues(rng, patient.habitus.muscle_fat)
+    disc = next(d for d in patient.discs if d.name.startswith("L4"))
+    body = next(v for v in patient.vertebrae if v.name == "L3")
+    planes = {
+        "t2_tse_disc": (anatomy, _axial(anatomy, (disc.start + disc.end) / 2, 220, 320, 25), "t2_tse"),
+        "t2_tse_body": (anatomy, _axial(anatomy, (body.start + body.end) / 2, 220, 320, 25), "t2_tse"),
+        "conus": (anatomy, _axial(anatomy, patient.conus_tip - 6, 220, 320, 25), "t2_tse"),
+        "grade_d": (worst[0], _axial(worst[0], worst[2], 220, 320, 25), "t2_tse"),
+        "t1": (anatomy, _axial(anatomy, (disc.start + disc.end) / 2, 220, 320, 25), "t1_tse"),
+        "dixon_water": (anatomy, _axial(anatomy, (body.start + body.end) / 2, 400, 400, 70), "dixon_water"),
+        "dixon_fat": (anatomy, _axial(anatomy, (body.start + body.end) / 2, 400, 400, 70), "dixon_fat"),
+        "t2_spir": (anatomy, _axial(anatomy, (body.start + body.end) / 2, 420, 256, 90), "t2_spir"),
+        "sagittal": (anatomy, _sagittal(anatomy), "t2_tse"),
+    }
+    out = {}
+    for key, (anat, plane, preset) in planes.items():
+        seq = draw_sequence(preset, rng, "SAG" if key == "sagittal" else "AX")
+        renderer = SeriesRenderer(seq, tissues, draw_scanner(rng), plane.shape, plane.spacing[0], rng,
+                                  muscle_streaks=0.3 + anat.patient.habitus.muscle_fat)
+        maps, depth = anat.slab(plane, 2, rng)
+        out[key] = (renderer(maps, depth, rng).astype(np.float32), plane.spacing[0])
+    return out
+
+
+def _show(ax, image: np.ndarray, mm: float, fov: float, title: str) -> None:
+    """The central ``fov`` mm of the image, windowed on its own percentiles."""
+    rows, cols = image.shape
+    half = fov / mm / 2
+    cy, cx = rows / 2, cols / 2
+    ax.imshow(image, cmap="gray", vmin=0, vmax=float(np.percentile(image, 99.5)) or 1)
+    ax.set_xlim(cx - half, cx + half)
+    ax.set_ylim(cy + half, cy - half)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--realdata", type=Path, default=REALDATA)
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("-o", "--output", type=Path, default=Path("docs/synthetic_vs_real.png"))
+    args = p.parse_args()
+    real = real_panels(args.realdata) if args.realdata.is_dir() else {}
+    synthetic = synthetic_panels(args.seed)
+    pairs = [("t2_tse_disc", "T2 TSE, disc", 200), ("dixon_water", "Dixon water", 380), ("dixon_fat", "Dixon fat", 380),
+             ("t2_spir", "T2 SPIR", 400), ("sagittal", "sagittal T2", 300)]
+    alone = [("t2_tse_body", "T2 TSE, vertebral body", 200), ("conus", "T2 TSE, conus", 200),
+             ("grade_d", "T2 TSE, Schizas D", 200), ("t1", "T1 TSE, disc", 200)]
+    fig, axes = plt.subplots(3, 5, figsize=(17, 10.5))
+    for col, (key, title, fov) in enumerate(pairs):
+        _show(axes[0, col], *synthetic[key], fov, f"synthetic: {title}")
+        if key in real:
+            _show(axes[1, col], *real[key], fov, f"real: {title}")
+        else:
+            axes[1, col].axis("off")
+    for col, (key, title, fov) in enumerate(alone):
+        _show(axes[2, col], *synthetic[key], fov, f"synthetic: {title}")
+    axes[2, 4].axis("off")
+    fig.suptitle("Phantom slices (rows 1 and 3) beside real MRI (row 2) at the same field of view", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=70)
+    print(f"-> {args.output}")
+
+
+if __name__ == "__main__":
+    main()
