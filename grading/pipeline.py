@@ -92,10 +92,12 @@ class LoadedSeries:
 
 
 def load_study(study_dir: Path | str, series_uid: str | None = None, progress: bool = False,
-               decode_workers: int = 2, preprocessing: Preprocessing = Preprocessing()) -> LoadedSeries | None:
+               decode_workers: int = 2, preprocessing: Preprocessing = Preprocessing(),
+               sagittal_uid: str | None = None) -> LoadedSeries | None:
     """Scan a study folder and decode its selected series; None when it has no gradable series."""
     start = time.perf_counter()
-    scan = scan_study(study_dir, series_uid=series_uid, progress=progress, verify_pixels=False)
+    scan = scan_study(study_dir, series_uid=series_uid, sagittal_uid=sagittal_uid, progress=progress,
+                      verify_pixels=False)
     timings = {"scan_s": time.perf_counter() - start}
     if scan.selected is None:
         return None

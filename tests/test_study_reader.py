@@ -8,6 +8,7 @@ import pytest
 from study_factory import (
     JPEG2000Lossless,
     JPEGLSLossless,
+    SAGITTAL,
     RLELossless,
     build_mixed_study,
     series_slices,
@@ -147,16 +148,38 @@ def test_dry_run_json_matches_spec(mixed_study, capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"series", "skipped"}
     series_keys = {"series_uid", "description", "orientation", "weighting", "n_slices",
-                   "pixel_spacing_mm", "selected", "slices"}
+                   "pixel_spacing_mm", "selected", "role", "slices"}
     assert all(set(s) == series_keys for s in out["series"])
     selected = [s for s in out["series"] if s["selected"]]
-    assert [s["series_uid"] for s in selected] == [expected["t2_uid"]]
+    assert [s["series_uid"] for s in selected] == [expected["t2_uid"]] and selected[0]["role"] == "graded"
+    roles = {s["series_uid"]: s["role"] for s in out["series"]}
+    assert roles[expected["sag_uid"]] == "localizer" and roles[expected["t1_uid"]] is None
     slices = selected[0]["slices"]
     assert all(set(s) == {"sop_uid", "instance_number", "position_mm"} for s in slices)
     positions = [s["position_mm"] for s in slices]
     assert positions == sorted(positions, reverse=True)
     assert {s["path"] for s in out["skipped"]} == {str(p) for p in expected["junk"]}
     assert all(s["reason"] for s in out["skipped"])
+
+
+def test_sagittal_localizer_must_share_the_frame_of_reference(tmp_path, capsys):
+    """A sagittal series from another frame of reference (another session) never names levels;
+    --sagittal chooses one explicitly."""
+    t2 = series_slices("ax_t2", 3, seed=1)
+    own = series_slices("sag_own", 4, orientation=SAGITTAL, description="SAG T2", seed=2)
+    other = series_slices("sag_other", 9, orientation=SAGITTAL, description="SAG T2", seed=3)
+    for ds, _ in other:
+        ds.FrameOfReferenceUID = "1.2.3.999"
+    for name, series in (("t2", t2), ("own", own), ("other", other)):
+        for k, (ds, _) in enumerate(series):
+            write_plain(ds, tmp_path / name / f"{k}.dcm")
+    assert grade_study([str(tmp_path), "--dry-run", "--json"]) == 0
+    roles = {s["description"] + str(s["n_slices"]): s["role"] for s in json.loads(capsys.readouterr().out)["series"]}
+    assert roles == {"AX T2 TSE3": "graded", "SAG T24": "localizer", "SAG T29": None}
+    other_uid = other[0][0].SeriesInstanceUID
+    assert grade_study([str(tmp_path), "--dry-run", "--json", "--sagittal", other_uid]) == 0
+    chosen = [s for s in json.loads(capsys.readouterr().out)["series"] if s["role"] == "localizer"]
+    assert [s["series_uid"] for s in chosen] == [other_uid]
 
 
 def test_dry_run_exit_3_without_gradable_series(tmp_path, capsys):

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output folder (default ./grading-out/<study>)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--series", metavar="UID", help="grade this SeriesInstanceUID instead of the automatic choice")
+    p.add_argument("--sagittal", metavar="UID", help="name levels on this sagittal SeriesInstanceUID instead of the "
+                                                     "automatic choice (the sagittal T2 of the graded series' frame)")
     p.add_argument("--dry-run", action="store_true", help="list series and the one that would be graded; load no model")
     p.add_argument("--json", action="store_true", help="print JSON to stdout (report.json when grading)")
     p.add_argument("--deidentify", action="store_true",
@@ -46,7 +48,8 @@ def _dry_run(args: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     for study in args.studies:
         try:
-            scan = scan_study(study, series_uid=args.series, progress=not args.json and sys.stderr.isatty())
+            scan = scan_study(study, series_uid=args.series, sagittal_uid=args.sagittal,
+                              progress=not args.json and sys.stderr.isatty())
         except NotADirectoryError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
         if scan.selected is None:
@@ -61,12 +64,13 @@ def _dry_run(args: argparse.Namespace) -> int:
 def _print_scan(scan) -> None:
     print(f"{scan.root}:")
     for s in scan.series:
-        mark = "*" if s is scan.selected else " "
+        mark = {"graded": "*", "localizer": "L"}.get(scan.role(s), " ")
         print(f" {mark} {s.uid}  {s.orientation:8s} {s.weighting:7s} {len(s.slices):3d} slices  {s.description!r}")
     for f in scan.skipped:
         print(f"   skipped {f.path}: {f.reason}")
     if scan.selected is None:
         print("   no gradable axial T2 series")
+    print("   (* graded, L sagittal localizer naming its levels)")
 
 
 def _main(argv: list[str] | None) -> int:

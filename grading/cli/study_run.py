@@ -48,7 +48,7 @@ def _load(study: Path, args: argparse.Namespace, preprocessing: Preprocessing) -
     if not study.is_dir():
         return f"{study}: not a folder"
     loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1,
-                        preprocessing=preprocessing)
+                        preprocessing=preprocessing, sagittal_uid=args.sagittal)
     if loaded is None:
         return f"{study}: no gradable axial T2 series"
     if not loaded.images:

@@ -24,13 +24,7 @@ from tqdm import tqdm
 
 from grading.dicom.geometry import slice_normal
 from grading.dicom.pixels import transfer_syntax
-from grading.dicom.series import (
-    Series,
-    SkippedFile,
-    SliceHeader,
-    StudyScan,
-    select_series,
-)
+from grading.dicom.series import Series, SkippedFile, SliceHeader, StudyScan, select_localizer, select_series
 
 
 @dataclass(frozen=True)
@@ -207,6 +201,7 @@ def _slice_header(path: Path, ds: Dataset, forced: bool, limits: ScanLimits, ver
         slice_thickness=_optional_float(ds, "SliceThickness"),
         transfer_syntax=str(transfer_syntax(ds)),
         read_with_force=forced,
+        frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or ""),
     )
 
 
@@ -267,6 +262,7 @@ def scan_study(
     root: Path | str,
     series_uid: str | None = None,
     limits: ScanLimits = ScanLimits(),
+    sagittal_uid: str | None = None,
     progress: bool = False,
     verify_pixels: bool = True,
 ) -> StudyScan:
@@ -292,7 +288,9 @@ def scan_study(
             continue
         by_series[header.series_uid].append(header)
     series = [_dedupe(Series.from_slices(uid, slices), skipped) for uid, slices in sorted(by_series.items())]
-    return StudyScan(root=root, series=series, skipped=skipped, selected=select_series(series, series_uid))
+    selected = select_series(series, series_uid)
+    return StudyScan(root=root, series=series, skipped=skipped, selected=selected,
+                     localizer=select_localizer(series, selected, sagittal_uid))
 
 
 def _dedupe(series: Series, skipped: list[SkippedFile]) -> Series:

@@ -37,6 +37,7 @@ class SliceHeader:
     slice_thickness: float | None = None
     transfer_syntax: str = ""
     read_with_force: bool = False
+    frame_of_reference: str = ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -124,6 +125,10 @@ class Series:
         return self.slices[0].series_description
 
     @property
+    def frame_of_reference(self) -> str:
+        return self.slices[0].frame_of_reference
+
+    @property
     def pixel_spacing(self) -> tuple[float, float]:
         return self.slices[0].pixel_spacing
 
@@ -136,10 +141,11 @@ class Series:
         """Axial and not known to be T1: the paper grades axial T2 slices."""
         return self.orientation == "axial" and self.weighting != "T1"
 
-    def to_json(self, selected: bool) -> dict:
+    def to_json(self, selected: bool, role: str | None = None) -> dict:
         positions = self.positions_mm()
         return {
             "series_uid": self.uid,
+            "role": role,
             "description": self.description,
             "orientation": self.orientation,
             "weighting": self.weighting,
@@ -170,15 +176,33 @@ def select_series(series: list[Series], series_uid: str | None = None) -> Series
     return max(candidates, key=lambda s: (s.weighting == "T2", len(s.slices), s.uid))
 
 
+def select_localizer(series: list[Series], graded: Series | None, sagittal_uid: str | None = None) -> Series | None:
+    """The sagittal series that names the graded series' levels: the one named, else the
+    sagittal T2 (else T1, else any) with the most slices in the graded series' frame of
+    reference (its coordinates are then the same patient's)."""
+    if sagittal_uid is not None:
+        return next((s for s in series if s.uid == sagittal_uid), None)
+    if graded is None:
+        return None
+    candidates = [s for s in series if s.orientation == "sagittal" and s.frame_of_reference == graded.frame_of_reference]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda s: (s.weighting == "T2", s.weighting == "T1", len(s.slices), s.uid))
+
+
 @dataclass
 class StudyScan:
     root: Path
     series: list[Series]
     skipped: list[SkippedFile]
     selected: Series | None
+    localizer: Series | None = None
+
+    def role(self, series: Series) -> str | None:
+        return "graded" if series is self.selected else "localizer" if series is self.localizer else None
 
     def to_json(self) -> dict:
         return {
-            "series": [s.to_json(selected=s is self.selected) for s in self.series],
+            "series": [s.to_json(selected=s is self.selected, role=self.role(s)) for s in self.series],
             "skipped": [{"path": str(f.path), "reason": f.reason} for f in self.skipped],
         }
