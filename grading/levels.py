@@ -6,11 +6,12 @@ landmark: its slices are grouped into 36-mm windows from the caudal end and numb
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from grading.dicom.series import SliceHeader
+from grading.sagittal_levels import Localization
 from stages.vocabulary import GRADES
 
 DISC_NAMES_FROM_CAUDAL = ("L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2", "T12/L1", "T11/T12")
@@ -53,10 +54,29 @@ def split_stacks(headers: list[SliceHeader], positions: np.ndarray, max_angle_de
 class LevelAssignment:
     names: list[str]  # one per slice
     method: str  # how the names were given, for the report
+    source: str = "axial"  # sagittal | axial (angled stacks or windows)
+    sure: bool = False
+    flags: list[str] = field(default_factory=list)
 
 
-def assign_levels(headers: list[SliceHeader], positions: np.ndarray) -> LevelAssignment:
-    """A level name for every slice (series order: head first)."""
+def assign_levels(headers: list[SliceHeader], positions: np.ndarray,
+                  localization: Localization | None = None) -> LevelAssignment:
+    """A level name for every slice (series order: head first): from the sagittal series when
+    the locator named its column, else from the axial series alone."""
+    axial = _axial_levels(headers, positions)
+    if localization is None or not localization.structures:
+        if localization is not None:
+            axial.method += f" (the sagittal series could not name them: {localization.method})"
+            axial.flags = list(localization.flags)
+        return axial
+    names = [localization.name_of(h) or "outside the sagittal view" for h in headers]
+    confidence = "sure" if localization.sure else "unsure"
+    return LevelAssignment(names, f"{localization.method}; {confidence}", "sagittal", localization.sure,
+                           list(localization.flags))
+
+
+def _axial_levels(headers: list[SliceHeader], positions: np.ndarray) -> LevelAssignment:
+    """Names from the axial series alone: angled stacks by order, else windows."""
     stacks = split_stacks(headers, positions)
     names = [""] * len(headers)
     if len(stacks) >= 2:

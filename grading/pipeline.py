@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,11 @@ import torch
 from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
 from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
-from grading.levels import assign_levels, summarise_levels
+from grading.levels import LevelAssignment, assign_levels, summarise_levels
+from grading.sagittal_levels import Localization, locate, middle_slices
 from stages.configs import StageConfigs
 from stages.inference import InferenceSettings, SlicePrediction, predict_slices
+from stages.locator import column_probabilities
 from stages.preprocessing import Preprocessing, normalise_intensity
 from stages.vocabulary import GRADES
 
@@ -38,6 +40,9 @@ class StudyGrading:
     level_method: str
     skipped: list[SkippedFile]
     timings: dict[str, float] = field(default_factory=dict)
+    localization: Localization | None = None
+    assignment: LevelAssignment | None = None
+    localizer_image: np.ndarray | None = None  # the middle sagittal slice the levels were named on
 
 
 def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[float | None, float | None]:
@@ -82,18 +87,20 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, leve
 @dataclass
 class LoadedSeries:
     """A study's selected series, decoded, normalised and turned to the display frame:
-    everything grading needs before the models."""
+    everything grading needs before the models (and the sagittal localizer's middle slices)."""
     study_dir: Path
     scan: StudyScan
     pixels: SeriesPixels
     images: list[np.ndarray]  # display frame
     spacings: list[tuple[float, float]]  # display frame (row, column) mm
     timings: dict[str, float]
+    localizer: SeriesPixels | None = None
+    localizer_images: list[np.ndarray] = field(default_factory=list)  # display frame, normalised
 
 
 def load_study(study_dir: Path | str, series_uid: str | None = None, progress: bool = False,
                decode_workers: int = 2, preprocessing: Preprocessing = Preprocessing(),
-               sagittal_uid: str | None = None) -> LoadedSeries | None:
+               sagittal_uid: str | None = None, localizer_slices: int = 0) -> LoadedSeries | None:
     """Scan a study folder and decode its selected series; None when it has no gradable series."""
     start = time.perf_counter()
     scan = scan_study(study_dir, series_uid=series_uid, sagittal_uid=sagittal_uid, progress=progress,
@@ -105,8 +112,21 @@ def load_study(study_dir: Path | str, series_uid: str | None = None, progress: b
     pixels = load_series_pixels(scan.selected, workers=decode_workers)
     images = [h.display.apply(normalise_intensity(img, preprocessing)) for h, img in zip(pixels.headers, pixels.images)]
     spacings = [h.display.spacing(h.pixel_spacing) for h in pixels.headers]
+    localizer, localizer_images = None, []
+    if localizer_slices and scan.localizer is not None:
+        middle = replace(scan.localizer, slices=middle_slices(scan.localizer, localizer_slices))
+        localizer = load_series_pixels(middle, workers=decode_workers)
+        localizer_images = [h.display.apply(normalise_intensity(img, preprocessing))
+                            for h, img in zip(localizer.headers, localizer.images)]
     timings["decode_s"] = time.perf_counter() - start
-    return LoadedSeries(Path(study_dir), scan, pixels, images, spacings, timings)
+    return LoadedSeries(Path(study_dir), scan, pixels, images, spacings, timings, localizer, localizer_images)
+
+
+def localize(model: torch.nn.Module, configs: StageConfigs, headers: list[SliceHeader], images: list[np.ndarray],
+             device: str | torch.device = "cpu") -> Localization:
+    """The locator on the middle sagittal slices (display frame), and the names it gives."""
+    spacings = [h.display.spacing(h.pixel_spacing) for h in headers]
+    return locate(headers, column_probabilities(model, configs.locator, images, spacings, device))
 
 
 def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, device: str | torch.device = "cpu",
@@ -123,9 +143,16 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
     positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
     masks = [None if p.sac_mask is None else h.display.invert(p.sac_mask) for h, p in zip(pixels.headers, predictions)]
     images = [h.display.invert(img) for h, img in zip(pixels.headers, loaded.images)]
-    assignment = assign_levels(pixels.headers, positions)
+    localization, localizer_image = None, None
+    if "locator" in models and loaded.localizer is not None and loaded.localizer.headers:
+        start = time.perf_counter()
+        headers = loaded.localizer.headers
+        localization = localize(models["locator"], configs, headers, loaded.localizer_images, device)
+        localizer_image = loaded.localizer_images[len(headers) // 2]
+        timings["locator_s"] = time.perf_counter() - start
+    assignment = assign_levels(pixels.headers, positions, localization)
     slices = [_slice_row(h, pos, p, name) for h, pos, p, name in zip(pixels.headers, positions, predictions,
                                                                       assignment.names)]
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
-                        loaded.scan.skipped + pixels.skipped, timings)
+                        loaded.scan.skipped + pixels.skipped, timings, localization, assignment, localizer_image)

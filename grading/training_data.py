@@ -70,6 +70,36 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
     return TrainingData(records, missing, scan.skipped)
 
 
+def load_column_data(table: pd.DataFrame, images_root: Path | str, table_dir: Path | str,
+                     preprocessing: Preprocessing = Preprocessing(), max_from_middle: float = 3,
+                     progress: bool = True) -> TrainingData:
+    """Sagittal slices near each series' middle, with their column class maps (and label maps),
+    in the sagittal display frame: what the level locator learns from."""
+    rows = table[table.from_middle.astype(float) <= max_from_middle]
+    scan = scan_study(images_root, progress=progress, verify_pixels=False)
+    by_sop = {s.sop_uid: s for series in scan.series for s in series.slices}
+    records, missing = [], []
+    for row in tqdm(rows.to_dict("records"), desc="loading sagittal slices", unit="slice",
+                    disable=None if progress else True):
+        header = by_sop.get(row["sop_uid"])
+        if header is None:
+            missing.append(f"case {row['case_id']}: no image with SOP Instance UID {row['sop_uid']} under {images_root}")
+            continue
+        image = load_slice(header)
+        classes = _side_image(row, "classes", table_dir, image.shape, missing)
+        if classes is None:
+            continue
+        label_map = _side_image(row, "label_map", table_dir, image.shape, missing)
+        display = header.display
+        records.append(SliceRecord(
+            case_id=row["case_id"], patient=row["study_id"],
+            image=display.apply(normalise_intensity(image, preprocessing)),
+            spacing=display.spacing(header.pixel_spacing), box=None, level="other", grade="",
+            label_map=None if label_map is None else display.apply(label_map), display=display,
+            classes=display.apply(classes)))
+    return TrainingData(records, missing, scan.skipped)
+
+
 def _side_image(row: dict, column: str, table_dir: Path | str, shape: tuple[int, int], missing: list[str]):
     """A PNG the table points at beside the slice (sac mask, label map), or None; a missing or
     mis-sized file is reported, not fatal."""

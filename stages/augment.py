@@ -30,6 +30,12 @@ def detection_augment(cfg: AugmentConfig) -> A.Compose:
                                                                min_visibility=0.6), seed=0)
 
 
+def column_augment(cfg: AugmentConfig) -> A.Compose:
+    """For sagittal slices and their column maps: no flips (anterior stays left, the head up)."""
+    return A.Compose([transform for transform in _geometric(cfg) if not isinstance(transform, A.HorizontalFlip)],
+                     seed=0)
+
+
 def patch_augment(cfg: AugmentConfig, size: int) -> A.Compose:
     """For context crops around the canal (and their masks): augment, then crop to ``size``."""
     return A.Compose([*_geometric(cfg), A.CenterCrop(size, size)], seed=0)

@@ -31,7 +31,11 @@ class BundleError(ValueError):
 
 
 def architecture_name(stage: str, configs: StageConfigs) -> str:
-    return configs.segmenter.architecture if stage == "segmenter" else ARCHITECTURES[stage]
+    if stage == "segmenter":
+        return configs.segmenter.architecture
+    if stage == "locator":
+        return f"{configs.locator.network.architecture}_{configs.locator.network.out_channels}class"
+    return ARCHITECTURES[stage]
 
 
 def spacing_handling(stage: str, configs: StageConfigs) -> str:
@@ -39,6 +43,10 @@ def spacing_handling(stage: str, configs: StageConfigs) -> str:
         d = configs.detector
         return (f"slice resampled to {d.pixel_mm} mm pixels from PixelSpacing (coarser if that exceeds {d.max_side} px); "
                 f"trained on {d.train_crop}-px crops; boxes mapped back to slice pixels")
+    if stage == "locator":
+        loc = configs.locator
+        return (f"sagittal slice resampled to {loc.pixel_mm} mm pixels (coarser if that exceeds {loc.max_side} px); "
+                f"the middle {loc.slices} slices of the localizer series, class probabilities averaged")
     patch = configs.segmenter_patch if stage == "segmenter" else configs.classifier_patch
     text = (f"square patch around the canal box, side (1 + 2 x {patch.margin}) x the box's longer side, "
             f"resampled to {patch.size} x {patch.size} px")
@@ -58,6 +66,8 @@ def sha256_of(path: Path) -> str:
 def _input_size(stage: str, configs: StageConfigs) -> int:
     if stage == "detector":
         return configs.detector.max_side
+    if stage == "locator":
+        return configs.locator.max_side
     return (configs.segmenter_patch if stage == "segmenter" else configs.classifier_patch).size
 
 
@@ -178,7 +188,7 @@ def combine_bundles(folder: Path | str, sources: dict[str, Path | str]) -> Path:
         entries[stage] = entry
         provenance[stage] = manifest["provenance"]
         fields = {"detector": ["detector"], "level": ["level", "classifier_patch"], "grade": ["grade", "classifier_patch"],
-                  "segmenter": ["segmenter", "segmenter_patch", "segmenter_loss"]}[stage]
+                  "segmenter": ["segmenter", "segmenter_patch", "segmenter_loss"], "locator": ["locator"]}[stage]
         for name in fields:
             if name in configs and configs[name] != manifest["configs"][name]:
                 raise BundleError(f"{source}: {stage}'s {name} settings differ from another part's")

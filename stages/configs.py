@@ -10,7 +10,7 @@ from stages.preprocessing import Preprocessing
 from stages.segmenters import SegmenterConfig
 from stages.synth import SynthConfig
 from stages.vgg import VGGConfig
-from stages.vocabulary import GRADES, LEVELS
+from stages.vocabulary import COLUMN_CLASSES, GRADES, LEVELS
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,20 @@ class AugmentConfig:
     p: float = 0.8
 
 
-STAGES = ("detector", "level", "grade", "segmenter")
+STAGES = ("detector", "level", "grade", "segmenter", "locator")
+
+
+@dataclass(frozen=True)
+class LocatorConfig:
+    """The sagittal level locator: a U-Net labelling each pixel of a mid-sagittal slice as
+    vertebral body, disc, sacrum or background, at a fixed pixel size."""
+
+    network: SegmenterConfig = field(default_factory=lambda: SegmenterConfig("unet", base_width=8, depth=4,
+                                                                             out_channels=len(COLUMN_CLASSES)))
+    pixel_mm: float = 1.5  # a lumbar body is ~18 px, a disc ~6
+    max_side: int = 256
+    train_crop: int = 160
+    slices: int = 3  # the middle sagittal slices it reads at inference (scoliosis moves levels between them)
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class StageConfigs:
     classifier_patch: PatchConfig = field(default_factory=PatchConfig)
     segmenter_patch: PatchConfig = field(default_factory=lambda: PatchConfig(size=96))
     segmenter_loss: str = "bce_dice"
+    locator: LocatorConfig = field(default_factory=LocatorConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     synth: "StageSynth" = field(default_factory=lambda: StageSynth())
@@ -67,7 +81,8 @@ class StageSynth:
         probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
     grade: SynthConfig = field(default_factory=lambda: SynthConfig(
         probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
+    locator: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
 
 
 LABEL_MAPS = {"detector": list(("background", "canal")), "level": list(LEVELS), "grade": list(GRADES),
-              "segmenter": ["background", "dural_sac"]}
+              "segmenter": ["background", "dural_sac"], "locator": list(COLUMN_CLASSES)}

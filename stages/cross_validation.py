@@ -32,6 +32,7 @@ class CVRequest:
     stages: tuple[str, ...]
     profile: Profile
     plan: FoldPlan | None = None  # the cohort's folds (every rater's run shares them); None: planned here
+    column_records: list[SliceRecord] = field(default_factory=list)  # sagittal slices, for the locator
     n_folds: int = 10
     folds: tuple[int, ...] | None = None  # run only these (e.g. one job per fold)
     final: bool = True  # also train the model on all patients
@@ -50,13 +51,19 @@ def _settings(request: CVRequest, stage: str, n_train_patients: int):
 
 def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRequest, folder: Path,
                  progress: bool = True) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
-    """Train each requested stage on ``train``, choosing the best epoch on ``val``."""
+    """Train each requested stage on ``train``, choosing the best epoch on ``val`` (the locator
+    on the same patients' sagittal slices)."""
     models, metrics = {}, {}
-    n_patients = len({r.patient for r in train})
+    train_patients, val_patients = {r.patient for r in train}, {r.patient for r in val}
+    n_patients = len(train_patients)
     for stage in request.stages:
         settings = _settings(request, stage, n_patients)
-        unit, train_data, val_data = stage_training(stage, request.profile.configs, train,
-                                                    _spread(val, settings.max_val_items), request.backbone_weights)
+        stage_train, stage_val = train, val
+        if stage == "locator":
+            stage_train = [r for r in request.column_records if r.patient in train_patients]
+            stage_val = [r for r in request.column_records if r.patient in val_patients]
+        unit, train_data, val_data = stage_training(stage, request.profile.configs, stage_train,
+                                                    _spread(stage_val, settings.max_val_items), request.backbone_weights)
         if len(train_data) == 0:
             raise ValueError(f"no training data for the {stage} stage (check the labels for this rater)")
         result = fit(unit, train_data, val_data, settings, folder / stage, resume=request.resume,
@@ -86,6 +93,7 @@ def _spread(records: list[SliceRecord], limit: int | None) -> list[SliceRecord]:
 
 def predictions_table(records: list[SliceRecord], models, configs, fold: int | None) -> pd.DataFrame:
     """One row per record: predicted level, grade (and its probabilities), box and sac area."""
+    models = {stage: model for stage, model in models.items() if stage != "locator"}  # axial stages only
     boxes = [r.box for r in records]
     preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records], boxes=boxes)
     rows = []

@@ -196,3 +196,52 @@ def balanced_weights(strata: list[str]) -> torch.Tensor:
     """Sampling weights under which every stratum (level or grade) is drawn equally often."""
     values, inverse, counts = np.unique(np.asarray(strata), return_inverse=True, return_counts=True)
     return torch.as_tensor(1.0 / counts[inverse], dtype=torch.double)
+
+
+class ColumnData(Dataset):
+    """Sagittal slices at the locator's pixel size with their column class maps (for the level
+    locator); with ``crop``, random ``train_crop`` squares (smaller slices padded)."""
+
+    def __init__(self, records: list[SliceRecord], config, augment=None, crop: bool = False):
+        self.images, self.classes, self.labels = [], [], []
+        for r in records:
+            scale = input_scale(r.image.shape, r.spacing, config)
+            self.images.append(resample(r.image, scale))
+            self.classes.append(resample(r.classes, scale, "nearest"))
+            self.labels.append(None if r.label_map is None else resample(r.label_map, scale, "nearest"))
+        self.augment = augment
+        self.crop = config.train_crop if crop else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        image, classes, labels = self.images[i], self.classes[i], self.labels[i]
+        if self.crop is not None:
+            size = self.crop
+            r0, c0 = (int(torch.randint(0, max(0, n - size) + 1, (1,))) for n in image.shape)
+            image, classes, labels = (_padded(a[r0:r0 + size, c0:c0 + size], size) if a is not None else None
+                                      for a in (image, classes, labels))
+        if self.augment is not None:
+            out = self.augment(image=image, masks=[classes] + ([labels] if labels is not None else []))
+            image, classes = out["image"], out["masks"][0]
+            labels = out["masks"][1] if labels is not None else None
+        return (np.ascontiguousarray(image, np.float32), None if labels is None else np.ascontiguousarray(labels),
+                torch.from_numpy(np.ascontiguousarray(classes).astype(np.int64)))
+
+
+def _padded(array: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros((size, size), array.dtype)
+    out[:array.shape[0], :array.shape[1]] = array
+    return out
+
+
+class ColumnCollate:
+    """Stacks column items into (x, classes), rendering a share of them from their label maps."""
+
+    def __init__(self, synth: SynthConfig | None = None):
+        self.synth = synth
+
+    def __call__(self, batch):
+        images = _render_share(torch.stack([torch.from_numpy(b[0]) for b in batch]), [b[1] for b in batch], self.synth)
+        return images[:, None], torch.stack([b[2] for b in batch])

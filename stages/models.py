@@ -16,4 +16,6 @@ def build_model(stage: str, configs: StageConfigs, backbone_weights=None) -> tor
         return VGGClassifier(getattr(configs, stage))
     if stage == "segmenter":
         return Segmenter(configs.segmenter)
+    if stage == "locator":
+        return Segmenter(configs.locator.network)
     raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")

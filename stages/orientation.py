@@ -46,6 +46,21 @@ class DisplayTransform:
         """(row, column) spacing in the display frame."""
         return (stored_spacing[1], stored_spacing[0]) if self.transpose else tuple(stored_spacing)
 
+    def indices_to_stored(self, rows: np.ndarray, cols: np.ndarray, stored_shape: tuple[int, int]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Stored (row, column) indices of display-frame pixel indices."""
+        display_rows, display_cols = self.display_shape(stored_shape)
+        rows = display_rows - 1 - np.asarray(rows) if self.flip_rows else np.asarray(rows)
+        cols = display_cols - 1 - np.asarray(cols) if self.flip_cols else np.asarray(cols)
+        return (cols, rows) if self.transpose else (rows, cols)
+
+    def indices_to_display(self, rows: np.ndarray, cols: np.ndarray, stored_shape: tuple[int, int]
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """Display-frame (row, column) indices of stored pixel indices (the inverse of the above)."""
+        rows, cols = (np.asarray(cols), np.asarray(rows)) if self.transpose else (np.asarray(rows), np.asarray(cols))
+        display_rows, display_cols = self.display_shape(stored_shape)
+        return (display_rows - 1 - rows if self.flip_rows else rows, display_cols - 1 - cols if self.flip_cols else cols)
+
     def box_to_display(self, box, stored_shape: tuple[int, int]) -> tuple[float, float, float, float]:
         x0, y0, x1, y1 = box
         if self.transpose:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from stages.configs import PatchConfig, StageConfigs
+from stages.configs import LocatorConfig, PatchConfig, StageConfigs
 from stages.detector import DetectorConfig
 from stages.segmenters import SegmenterConfig
 from stages.train_loop import TrainSettings
@@ -41,6 +41,8 @@ def quick(seed: int = 0) -> Profile:
         "level": TrainSettings(epochs=8, batch_size=32, lr=1e-3, seed=seed),
         "grade": TrainSettings(epochs=12, batch_size=32, lr=1e-3, seed=seed),
         "segmenter": TrainSettings(epochs=12, batch_size=32, lr=1e-3, balanced=False, seed=seed),
+        "locator": TrainSettings(epochs=12, batch_size=8, lr=2e-3, balanced=False, seed=seed, max_val_items=40,
+                                 samples_per_epoch=320),
     }, detector_slices_per_patient=8)
 
 
@@ -60,6 +62,7 @@ def paper(seed: int = 0) -> Profile:
         "level": TrainSettings(epochs=200, batch_size=32, lr=1e-4, plateau_patience=10, seed=seed),
         "grade": TrainSettings(epochs=100, batch_size=32, lr=1e-4, plateau_patience=10, seed=seed),
         "segmenter": TrainSettings(epochs=100, batch_size=16, lr=1e-4, plateau_patience=10, balanced=False, seed=seed),
+        "locator": TrainSettings(epochs=60, batch_size=8, lr=1e-4, plateau_patience=6, balanced=False, seed=seed),
     })
 
 
@@ -70,7 +73,7 @@ def demo(seed: int = 0) -> Profile:
     """The quick profile cut to fit grade-demo's 15 minutes on two cores: fewer epochs everywhere
     (the detector reaches ~95% of slices at IoU >= 0.5 instead of ~98%)."""
     base = quick(seed)
-    shorter = {"detector": 5, "level": 3, "grade": 5, "segmenter": 8}
+    shorter = {"detector": 5, "level": 3, "grade": 5, "segmenter": 8, "locator": 6}
     return Profile("demo", base.configs,
                    {stage: replace(settings, epochs=shorter[stage]) for stage, settings in base.settings.items()},
                    detector_slices_per_patient=base.detector_slices_per_patient)
@@ -86,9 +89,11 @@ def smoke(seed: int = 0) -> Profile:
         segmenter=SegmenterConfig("unet", base_width=4, depth=2),
         classifier_patch=PatchConfig(size=32),
         segmenter_patch=PatchConfig(size=32),
+        locator=LocatorConfig(SegmenterConfig("unet", base_width=4, depth=2, out_channels=4), pixel_mm=4.0, max_side=96,
+                              train_crop=48),
     )
     one = TrainSettings(epochs=1, batch_size=4, lr=1e-3, seed=seed)
-    return Profile("smoke", configs, {"detector": one, "level": one, "grade": one, "segmenter": one},
+    return Profile("smoke", configs, {"detector": one, "level": one, "grade": one, "segmenter": one, "locator": one},
                    detector_slices_per_patient=2)
 
 
@@ -96,7 +101,7 @@ def transfer(seed: int = 0) -> Profile:
     """The quick models trained long enough to transfer to real scans: three times the
     detector's draws, more epochs for every stage (about an hour on two CPU cores)."""
     base = quick(seed)
-    longer = {"detector": 24, "level": 12, "grade": 18, "segmenter": 18}
+    longer = {"detector": 24, "level": 12, "grade": 18, "segmenter": 18, "locator": 16}
     return Profile("transfer", base.configs,
                    {stage: replace(settings, epochs=longer[stage]) for stage, settings in base.settings.items()},
                    detector_slices_per_patient=12)

@@ -22,6 +22,7 @@ class SliceRecord:
     dsca_mm2: float | None = None
     label_map: np.ndarray | None = None  # uint8 (rows, columns) tissue labels, when the slice is synthetic
     display: DisplayTransform = IDENTITY  # how the stored slice was turned to give ``image``
+    classes: np.ndarray | None = None  # uint8 (rows, columns) column classes, on sagittal slices for the locator
 
     @property
     def level_index(self) -> int | None:

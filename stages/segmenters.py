@@ -17,6 +17,7 @@ class SegmenterConfig:
     architecture: str = "unet"  # unet | attention_unet | multires_unet | inception_unet
     base_width: int = 16
     depth: int = 4  # number of down-sampling steps
+    out_channels: int = 1  # 1: the dural sac (sigmoid); more: classes (softmax), as the level locator
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -116,9 +117,9 @@ class Segmenter(nn.Module):
                                        for i in reversed(range(config.depth)))
         if config.architecture == "multires_unet":
             self.paths = nn.ModuleList(ResPath(widths[i], config.depth - i) for i in reversed(range(config.depth)))
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
         if config.architecture == "inception_unet":
-            self.aux_head = nn.Conv2d(widths[-1], 1, 1)
+            self.aux_head = nn.Conv2d(widths[-1], config.out_channels, 1)
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]

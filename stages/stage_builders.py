@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from stages.augment import detection_augment, patch_augment, patch_center
-from stages.configs import StageConfigs
-from stages.datasets import DetectionCollate, DetectionData, PatchCollate, PatchData
+from stages.augment import column_augment, detection_augment, patch_augment, patch_center
+from stages.configs import LocatorConfig, StageConfigs
+from stages.datasets import ColumnCollate, ColumnData, DetectionCollate, DetectionData, PatchCollate, PatchData
 from stages.detector import DetectorConfig, box_iou, detect
 from stages.inference import classify, segment
 from stages.losses import segmentation_loss
@@ -50,12 +51,16 @@ def _classifier_loss(binary: bool):
     return loss
 
 
+#: Validation slices are already at the locator's pixel size: resampling them again is a no-op.
+LOCATOR_IDENTITY = LocatorConfig(pixel_mm=1.0, max_side=100_000)
+
 #: What chooses each stage's best epoch (and drives its lr schedule); recorded in the manifest.
 SELECTED_BY = {"detector": "share of validation slices with box IoU >= 0.5 (tie: mean IoU)",
                "level": "validation accuracy (tie: macro-F1), as the paper",
                "grade": "validation macro-F1, the paper's F-score (tie: accuracy): about 77% of slices are "
                         "grade A, where accuracy would favour a model that rarely calls B-D",
-               "segmenter": "validation Dice (tie: DSCA error)"}
+               "segmenter": "validation Dice (tie: DSCA error)",
+               "locator": "validation mean Dice of vertebral body, disc and sacrum"}
 
 
 def _evaluate_classifier(data: PatchData, model, by_f1: bool) -> dict:
@@ -96,11 +101,43 @@ def _evaluate_segmenter(data: PatchData, model) -> dict:
     return {"score": float(dice.mean()), "dsca_mae_mm2": mae, "tiebreak": -mae if np.isfinite(mae) else 0.0}
 
 
+def _locator_loss(model, batch):
+    x, classes = batch
+    logits = model(x)
+    probs = torch.softmax(logits, 1)
+    one_hot = F.one_hot(classes, logits.shape[1]).permute(0, 3, 1, 2).float()
+    dice = (2 * (probs * one_hot).sum((2, 3)) + 1) / (probs.sum((2, 3)) + one_hot.sum((2, 3)) + 1)
+    return F.cross_entropy(logits, classes) + (1 - dice[:, 1:].mean())
+
+
+def _evaluate_locator(model, data) -> dict:
+    """Mean Dice of the body, disc and sacrum classes over the validation slices (whole)."""
+    from stages.locator import column_probabilities
+
+    if not len(data):
+        return {"score": 0.0}
+    scores = []
+    for image, classes in zip(data.images, data.classes):
+        predicted = column_probabilities(model, LOCATOR_IDENTITY, [image], [(1.0, 1.0)])[0].argmax(0)
+        per_class = []
+        for k in range(1, int(classes.max(initial=0)) + 1):
+            truth, guess = classes == k, predicted == k
+            if truth.any() or guess.any():
+                per_class.append(2 * (truth & guess).sum() / (truth.sum() + guess.sum()))
+        if per_class:
+            scores.append(float(np.mean(per_class)))
+    return {"score": float(np.mean(scores)) if scores else 0.0}
+
+
 def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], val: list[SliceRecord],
                    backbone_weights=None):
     """(StageTraining, train dataset, validation dataset) for one stage."""
     model = build_model(stage, configs, backbone_weights)
     synth = getattr(configs.synth, stage)
+    if stage == "locator":
+        augment = column_augment(configs.augment)
+        return (StageTraining(stage, model, _locator_loss, _evaluate_locator, ColumnCollate(synth), augment),
+                ColumnData(train, configs.locator, augment, crop=True), ColumnData(val, configs.locator))
     if stage == "detector":
         augment = detection_augment(configs.augment)
         return (StageTraining(stage, model, _detector_loss, _evaluate_detector(configs.detector),

@@ -16,3 +16,6 @@ CLASSIFIED = "classified"
 STATUSES = (NO_CANAL, NOT_CLASSIFIED, CLASSIFIED)
 #: Where a prediction's level came from (the ``level_source`` column).
 FROM_CLASSIFIER, FROM_LABELS = "classifier", "labels"
+
+#: What the sagittal level locator tells apart, per pixel.
+COLUMN_CLASSES = ("background", "body", "disc", "sacrum")

@@ -19,7 +19,7 @@ from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_data
 from grading.phantom.cohort import CohortConfig, generate_patient
 
 
-def untrained_bundle(folder: Path) -> Path:
+def untrained_bundle(folder: Path, with_locator: bool = False) -> Path:
     """Seeded, untrained smoke-profile models that still produce every output: each slice gets a
     box, is called rootlet and is all sac (so the SEG and SR are always written). Deterministic:
     equal inputs give equal outputs, which is all the geometry tests need."""
@@ -31,7 +31,8 @@ def untrained_bundle(folder: Path) -> Path:
 
     torch.manual_seed(0)
     configs = smoke().configs
-    models = {stage: build_model(stage, configs) for stage in ("detector", "level", "grade", "segmenter")}
+    stages = ("detector", "level", "grade", "segmenter") + (("locator",) if with_locator else ())
+    models = {stage: build_model(stage, configs) for stage in stages}
     torch.nn.init.constant_(models["level"].fc.bias, -4.0)
     torch.nn.init.constant_(models["segmenter"].head.bias, 4.0)
     return save_bundle(folder, models, configs, provenance={})

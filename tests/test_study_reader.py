@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 from study_factory import (
+    SAGITTAL,
     JPEG2000Lossless,
     JPEGLSLossless,
-    SAGITTAL,
     RLELossless,
     build_mixed_study,
     series_slices,

@@ -43,12 +43,13 @@ def inference_settings(args: argparse.Namespace) -> InferenceSettings:
     return InferenceSettings(bf16=args.bf16, compile=args.compile)
 
 
-def _load(study: Path, args: argparse.Namespace, preprocessing: Preprocessing) -> LoadedSeries | str:
+def _load(study: Path, args: argparse.Namespace, preprocessing: Preprocessing,
+          localizer_slices: int) -> LoadedSeries | str:
     """One study scanned and decoded, or the one-line reason it cannot be graded."""
     if not study.is_dir():
         return f"{study}: not a folder"
     loaded = load_study(study, args.series, progress=not args.json and len(args.studies) == 1,
-                        preprocessing=preprocessing, sagittal_uid=args.sagittal)
+                        preprocessing=preprocessing, sagittal_uid=args.sagittal, localizer_slices=localizer_slices)
     if loaded is None:
         return f"{study}: no gradable axial T2 series"
     if not loaded.images:
@@ -57,15 +58,16 @@ def _load(study: Path, args: argparse.Namespace, preprocessing: Preprocessing) -
     return loaded
 
 
-def prefetched(studies: list[Path], args: argparse.Namespace,
-               preprocessing: Preprocessing) -> Iterator[tuple[Path, LoadedSeries | str]]:
+def prefetched(studies: list[Path], args: argparse.Namespace, preprocessing: Preprocessing,
+               localizer_slices: int = 0) -> Iterator[tuple[Path, LoadedSeries | str]]:
     """Studies in order, each read and decoded in a background thread while the one before it is
     graded: reading is I/O and decoders that release the GIL, grading is torch's threads."""
     with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(_load, studies[0], args, preprocessing) if studies else None
+        pending = reader.submit(_load, studies[0], args, preprocessing, localizer_slices) if studies else None
         for i, study in enumerate(studies):
             loaded = pending.result()
-            pending = reader.submit(_load, studies[i + 1], args, preprocessing) if i + 1 < len(studies) else None
+            pending = (reader.submit(_load, studies[i + 1], args, preprocessing, localizer_slices)
+                       if i + 1 < len(studies) else None)
             yield study, loaded
 
 
@@ -86,8 +88,9 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
     used: set[str] = set()
     graded = 0
     studies = [Path(s) for s in args.studies]
-    for study, loaded in tqdm(prefetched(studies, args, configs.preprocessing), total=len(studies), desc="studies",
-                              unit="study",
+    localizer_slices = configs.locator.slices if "locator" in models else 0
+    for study, loaded in tqdm(prefetched(studies, args, configs.preprocessing, localizer_slices), total=len(studies),
+                              desc="studies", unit="study",
                               disable=None if len(studies) > 1 else True):
         if isinstance(loaded, str):
             print(f"grade-study: error: {loaded}", file=sys.stderr)

@@ -19,7 +19,7 @@ from grading.labels import (
     write_label_table,
 )
 from grading.splits import DEFAULT_NAME, ensure_splits
-from grading.training_data import load_training_data
+from grading.training_data import load_column_data, load_training_data
 from stages.configs import STAGES
 from stages.cross_validation import (
     CVRequest,
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rater", required=True, help="whose labels to learn, e.g. A1")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--folds", type=int, default=10)
+    p.add_argument("--column-labels", help="sagittal column maps for the locator stage (default: column.csv beside "
+                                           "the label table, as grade-phantom writes it)")
     p.add_argument("--splits", help="the cohort's folds (default: splits_final.json beside the label table, planned "
                                     "from all raters' labels on first use and shared by every rater's run)")
     p.add_argument("--only-folds", help="run just these folds, e.g. 0,1 (one job per fold; merge with --merge)")
@@ -96,6 +98,15 @@ def _main(argv: list[str] | None) -> int:
                                   preprocessing=profile.configs.preprocessing)
         for line in data.missing[:10]:
             print(f"grade-train: skipped {line}", file=sys.stderr)
+        column_records = []
+        if "locator" in stages:
+            column_path = Path(args.column_labels or Path(args.labels).parent / "column.csv")
+            if not column_path.is_file():
+                raise CommandError(f"{column_path}: no sagittal column table for the locator stage "
+                                   "(grade-phantom writes column.csv; or pass --column-labels)", EXIT_USAGE)
+            column = pd.read_csv(column_path, dtype={"study_id": str}, keep_default_na=False)
+            column_records = load_column_data(column, args.images, column_path.parent,
+                                              preprocessing=profile.configs.preprocessing).records
         if args.segmenter or args.segmenter_loss:
             configs = profile.configs
             segmenter = replace(configs.segmenter, architecture=args.segmenter or configs.segmenter.architecture)
@@ -111,8 +122,8 @@ def _main(argv: list[str] | None) -> int:
             plan = ensure_splits(labels, args.splits or Path(args.labels).parent / DEFAULT_NAME, args.folds, args.seed)
         except SplitsError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
-        request = CVRequest(stages=stages, profile=profile, plan=plan, n_folds=args.folds, folds=folds,
-                            final=not args.no_final,
+        request = CVRequest(stages=stages, profile=profile, plan=plan, column_records=column_records,
+                            n_folds=args.folds, folds=folds, final=not args.no_final,
                             seed=args.seed, backbone_weights=args.backbone_weights, resume=args.resume,
                             provenance={"rater": args.rater, "profile": args.profile, "seed": args.seed,
                                         "labels": str(Path(args.labels).resolve()),

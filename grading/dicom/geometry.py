@@ -80,3 +80,11 @@ def display_transform(orientation, kind: str | None = None) -> DisplayTransform:
     display_cols, display_rows = (col, row) if transpose else (row, col)
     return DisplayTransform(transpose=bool(transpose), flip_rows=bool(display_rows @ want_rows < 0),
                             flip_cols=bool(display_cols @ want_cols < 0))
+
+
+def pixel_to_patient(position, orientation, spacing: tuple[float, float], rows: np.ndarray,
+                     cols: np.ndarray) -> np.ndarray:
+    """Patient coordinates (..., 3) of stored pixel centres (row, column indices)."""
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    return (np.asarray(position, float) + np.asarray(cols, float)[..., None] * spacing[1] * row_dir
+            + np.asarray(rows, float)[..., None] * spacing[0] * col_dir)

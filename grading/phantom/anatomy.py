@@ -20,6 +20,7 @@ from grading.phantom.centreline import Centreline, build_centreline
 from grading.phantom.patient import Patient
 from grading.phantom.spine_volume import SpineVolume, build_spine_volume
 from grading.phantom.tissues import SAC_LABELS, Label
+from stages.vocabulary import COLUMN_CLASSES
 
 #: Rootlet packing (nominal rootlet area / sac area) where Schizas B and C begin: below 0.5 the
 #: CSF between rootlets is plain (A); up to 0.8 rootlets fill the sac but can be told apart (B);
@@ -74,7 +75,7 @@ class SliceTruth:
     sac_mask: np.ndarray  # bool (rows, columns)
     dsca_mm2: float
     box: tuple[float, float, float, float] | None  # canal x0, y0, x1, y1 in pixels
-    segment: str  # what the plane crosses on the centreline: 'L4/L5', 'L4', 'S1'
+    segment: str  # what the plane crosses at the column's back, in front of the canal: 'L4/L5', 'L4', 'S1'
     segment_kind: str  # disc | body | sacrum
     packing: float
     dorsal_fat_mm2: float
@@ -165,10 +166,20 @@ class Anatomy:
     def section_index(self, s: float) -> int:
         return int(np.clip(round(s / self.spine.ds), 0, len(self.spine.sac_area) - 1))
 
+    def wall_segment(self, plane: Plane, s: float) -> tuple[str, str]:
+        """What the slice crosses at the column's posterior margin, just in front of the canal:
+        the disc or vertebral body a radiologist names the slice by."""
+        centre, _, v, _ = self.line.at(s)
+        towards = -(v - (v @ plane.normal) * plane.normal)  # anterior, within the plane
+        depth = float(np.interp(s, [x.start for x in self.patient.vertebrae], [x.canal_depth for x in self.patient.vertebrae]))
+        wall = centre + (depth / 2 + 1.0) * towards / np.linalg.norm(towards)
+        s_wall = float(self.line.locate(wall[None])[0][0])
+        return self.patient.segment_at(s_wall)
+
     def slice_truth(self, plane: Plane, labels: np.ndarray) -> SliceTruth:
         s = self.crossing(plane)
         k = self.section_index(s)
-        segment, kind = self.patient.segment_at(s)
+        segment, kind = self.wall_segment(plane, s)
         sac = np.isin(labels, SAC_LABELS)
         centre = self.line.at(s)[0]
         col, row = plane.to_pixel(centre)
@@ -194,6 +205,35 @@ class Anatomy:
         return SliceTruth(level=level, grade=grade_of(packing, fat) if level == "rootlet" else "", sac_mask=sac,
                           dsca_mm2=area, box=box, segment=segment, segment_kind=kind, packing=packing,
                           dorsal_fat_mm2=fat, a_subtype=self.patient.a_subtype, metal=metal, s_mm=s)
+
+    def column_targets(self, plane: Plane, labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+        """The vertebral column in a sagittal slice: a class map (``COLUMN_CLASSES``: vertebral
+        body, disc, sacrum) and each structure the slice shows, named, with its pixel box.
+
+        Bone counts as a body only in front of the canal and near the midline of the spine's own
+        frame, so posterior elements and the iliac wings never do.
+        """
+        s, v, u = self._coordinates(plane, 0.0, (0.0, 0.0), spine_only=True)
+        p = self.patient
+        column = (np.abs(u) < 32) & (v < -2)
+        bone = np.isin(labels, (Label.CORTEX, Label.MARROW, Label.ENDPLATE)) & column
+        disc = np.isin(labels, (Label.ANNULUS, Label.NUCLEUS)) & column & (s < p.sacrum.start + 20)
+        sacrum = np.isin(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
+        classes = np.zeros(labels.shape, np.uint8)
+        classes[bone & (s < p.sacrum.start - 0.5)] = COLUMN_CLASSES.index("body")
+        classes[disc] = COLUMN_CLASSES.index("disc")
+        classes[sacrum] = COLUMN_CLASSES.index("sacrum")
+        structures = []
+        spans = [(v_.name, "body", v_.start, v_.end) for v_ in p.vertebrae]
+        spans += [(d.name, "disc", d.start, d.end) for d in p.discs]
+        spans.append(("S1", "sacrum", p.sacrum.start, p.sacrum.end))
+        for name, kind, lo, hi in spans:
+            rows, cols = np.nonzero((classes == COLUMN_CLASSES.index(kind)) & (s >= lo - 0.5) & (s < hi + 0.5))
+            if len(rows) * plane.spacing[0] * plane.spacing[1] < 20:  # a sliver at the edge of the view
+                continue
+            structures.append({"structure": name, "kind": kind, "x0": int(cols.min()), "y0": int(rows.min()),
+                               "x1": int(cols.max()) + 1, "y1": int(rows.max()) + 1})
+        return classes, structures
 
     @staticmethod
     def _near(plane: Plane, centre: tuple[float, float], radius_mm: float) -> np.ndarray:

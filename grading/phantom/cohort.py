@@ -6,7 +6,10 @@ Layout under the output folder::
     dicom/PH0001/{ax_t2,ax_t2_angled,sag_t2}/IM0001.dcm   one study, one frame of reference
     labelmaps/PH0001/<series>/IM0001.png                   tissue labels (tissues.Label), uint8
     masks/PH0001/<series>/IM0001.png                       dural sac (axial series)
+    columns/PH0001/sag_t2/IM0001.png                       vertebral body / disc / sacrum classes (sagittal)
     labels.csv                                             raters truth, A1, A2 (SPEC format)
+    column.csv                                             per sagittal slice: its column map and the
+                                                           bodies and discs it shows, named and boxed
     cohort.json                                            each patient's anatomy in numbers
 
 The label table's ``label_map`` column points at each slice's label map, so training can render
@@ -14,12 +17,14 @@ new contrasts from it; ``spinal_level`` says which disc or vertebra the slice cr
 """
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -109,7 +114,8 @@ def _preset(plan: SeriesPlan, config: CohortConfig, rng: np.random.Generator) ->
 
 def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig = CohortConfig(),
                      matrix: int | None = None, n_slices: int | None = None) -> tuple[list[dict], dict]:
-    """Write one patient's study, label maps and masks; return their label rows and a summary.
+    """Write one patient's study, label maps and masks; return their label rows and a summary
+    (whose ``column_rows`` describe the sagittal slices).
 
     ``matrix`` and ``n_slices`` fix the contiguous axial series' size (benchmarks); by default
     both are drawn like the rest of the patient.
@@ -121,6 +127,7 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
     anatomy = build_anatomy(patient, anchor)
     tissues = draw_tissues(rng, patient.habitus.muscle_fat, marrow_fat=float(rng.uniform(0.4, 0.75)))
     rows: list[dict] = []
+    column_rows: list[dict] = []
     series_summary = []
     for plan in _plans(anatomy, rng, config, n_slices, matrix):
         preset = _preset(plan, config, rng)
@@ -136,6 +143,16 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
             rel = Path(pid) / plan.key / f"IM{i:04d}"
             write_dataset(mr_dataset(pixels, spec), out_dir / "dicom" / rel.with_suffix(".dcm"))
             _png(out_dir / "labelmaps" / rel.with_suffix(".png"), maps[0])
+            if plan.orientation == "sagittal":
+                classes, structures = anatomy.column_targets(plane, maps[0])
+                _png(out_dir / "columns" / rel.with_suffix(".png"), classes)
+                column_rows.append({"case_id": f"{pid}-{plan.key}-{i:03d}", "study_id": pid,
+                                    "series_uid": spec.series_uid, "sop_uid": spec.sop_uid,
+                                    "classes": (Path("columns") / rel.with_suffix(".png")).as_posix(),
+                                    "label_map": (Path("labelmaps") / rel.with_suffix(".png")).as_posix(),
+                                    "from_middle": abs(i - 1 - (len(plan.planes) - 1) / 2),
+                                    "lumbar_vertebrae": patient.lumbar_count,
+                                    "structures": json.dumps(structures, separators=(",", ":"))})
             if plan.orientation != "axial":
                 continue
             truth = anatomy.slice_truth(plane, maps[0])
@@ -155,7 +172,9 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
         series_summary.append({"key": plan.key, "preset": preset, "description": seq.description,
                                "n_slices": len(plan.planes), "pixel_spacing_mm": round(plan.planes[0].spacing[0], 4),
                                "matrix": plan.planes[0].shape[0]})
-    return rows, _summary(pid, patient, series_summary)
+    summary = _summary(pid, patient, series_summary)
+    summary["column_rows"] = column_rows
+    return rows, summary
 
 
 def _summary(pid: str, patient: Patient, series: list[dict]) -> dict:
@@ -195,6 +214,10 @@ def generate_cohort(out_dir: Path | str, config: CohortConfig = CohortConfig(), 
     rows = [row for patient_rows, _ in results for row in patient_rows]
     labels = out_dir / "labels.csv"
     write_label_table(rows, labels)
+    column_rows = [row for _, summary in results for row in summary.pop("column_rows")]
+    if column_rows:
+        table = pd.DataFrame(column_rows)
+        write_atomic(out_dir / "column.csv", lambda tmp: table.to_csv(tmp, index=False))
     cohort = {"seed": config.seed, "patients": [summary for _, summary in results],
               "raters": ["truth"] + [r.name for r in RATERS], "columns": list(LABEL_COLUMNS)}
     write_json_atomic(out_dir / "cohort.json", cohort)

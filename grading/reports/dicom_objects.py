@@ -31,6 +31,19 @@ GRADE_CODES = {
 LEVEL_CODES = {"rootlet": Code("ROOTLETS", SCHEME, "Nerve rootlets (cauda equina)"),
                "cord": codes.SCT.SpinalCord}
 MANUFACTURER = "lss-grading"
+
+
+def level_code(name: str) -> Code | None:
+    """The level's SNOMED CT code ('L4/L5' a disc, 'L4' a vertebra, 'S1' the sacrum); a private
+    code for what SNOMED does not name (L6, a transitional vertebra); None for a name that is no
+    level (the axial-only 'window 3')."""
+    if name == "S1":
+        return codes.SCT.Sacrum
+    parts = name.split("/")
+    if not all(len(p) >= 2 and p[0] in "TLS" and p[1:].isdigit() for p in parts):
+        return None
+    attribute = "".join(parts) + "Disc" if len(parts) == 2 else f"{name}Vertebra"
+    return getattr(codes.SCT, attribute, None) or Code(f"LEVEL-{name.replace('/', '-')}", SCHEME, f"Level {name}")
 SOFTWARE_VERSION = "0.1.0"
 
 
@@ -113,6 +126,7 @@ def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset
             measurements=measurements or None,
             qualitative_evaluations=evaluations,
         ))
+    groups += _level_groups(result)
     if not groups:
         return None
     context = hd.sr.ObservationContext(observer_person_context=None, observer_device_context=hd.sr.ObserverContext(
@@ -123,6 +137,27 @@ def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset
     return hd.sr.Comprehensive3DSR(evidence=sources, content=report[0], series_instance_uid=hd.UID(), series_number=9902,
                                    sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
                                    series_description="Stenosis grading (lss-grading)")
+
+
+def _level_groups(result: StudyGrading) -> list:
+    """A finding group per named level: its code as the finding site, its worst grade, its
+    smallest sac area."""
+    groups = []
+    for level in result.levels:
+        code = level_code(level["level"])
+        if code is None or not level["worst_grade"] and level["min_dsca_mm2"] is None:
+            continue
+        measurements = None
+        if level["min_dsca_mm2"] is not None:
+            measurements = [hd.sr.Measurement(name=codes.SCT.Area, value=float(level["min_dsca_mm2"]),
+                                              unit=codes.UCUM.SquareMillimeter)]
+        evaluations = [hd.sr.QualitativeEvaluation(SCHIZAS_GRADE, GRADE_CODES[level["worst_grade"]])] \
+            if level["worst_grade"] else None
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"level {level['level']}"),
+            finding_type=codes.SCT.Stenosis, finding_sites=[hd.sr.FindingSite(code)],
+            measurements=measurements, qualitative_evaluations=evaluations))
+    return groups
 
 
 def write_dicom_objects(result: StudyGrading, folder: Path, deidentify: bool = False

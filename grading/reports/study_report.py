@@ -11,6 +11,7 @@ import pandas as pd
 from grading.deidentify import study_pseudonym
 from grading.pipeline import StudyGrading
 from grading.reports.dicom_objects import write_dicom_objects
+from grading.reports.localizer import write_localizer
 from grading.reports.overlays import write_overlay
 
 SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
@@ -34,6 +35,9 @@ def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, de
                    "weighting": series.weighting, "n_slices": len(result.headers),
                    "pixel_spacing_mm": list(series.pixel_spacing)},
         "level_assignment": result.level_method,
+        "level_source": result.assignment.source if result.assignment else "axial",
+        "levels_sure": bool(result.assignment and result.assignment.sure),
+        "level_flags": list(result.assignment.flags) if result.assignment else [],
         "levels": result.levels,
         "slices": result.slices,
         "skipped": [{"path": "(withheld)" if deidentify else str(f.path), "reason": f.reason} for f in result.skipped],
@@ -74,13 +78,20 @@ def write_study_outputs(result: StudyGrading, report: dict, folder: Path, worker
             name = overlay_name(i, row)
             pending.append(pool.submit(write_overlay, folder / name, image, box, mask, _caption(row), row["grade"]))
             overlays.append((name, row))
+        localizer = None
+        if result.localization is not None and result.localizer_image is not None:
+            localizer = pool.submit(write_localizer, folder / "localizer.png", result.localizer_image,
+                                    result.localization, result.headers, [row["grade"] for row in result.slices])
         dicom, failures = write_dicom_objects(result, folder, deidentify=report.get("deidentified", False))
         written.update(dicom)
-        for job in pending:
+        for job in pending + ([localizer] if localizer else []):
             job.result()  # re-raises a failed overlay
+        if localizer:
+            written["localizer"] = localizer.result()
     report["output_failures"] = failures
     (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
-    (folder / "report.html").write_text(render_html(report, overlays), encoding="utf-8")
+    (folder / "report.html").write_text(render_html(report, overlays, "localizer.png" if "localizer" in written else None),
+                                        encoding="utf-8")
     for name in ("slices.csv", "levels.csv", "report.json", "report.html"):
         written[name] = folder / name
     written["overlays"] = folder / "overlays"
@@ -94,7 +105,7 @@ def _table(rows: list[list], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
+def render_html(report: dict, overlays: list[tuple[str, dict]], localizer: str | None = None) -> str:
     series = report["series"]
     levels = [[lv["level"], lv["n_slices"], lv["n_rootlet"], lv["n_cord"], lv["n_no_canal"], lv["worst_grade"],
                lv["worst_grade_probability"], lv["worst_grade_instance"], lv["min_dsca_mm2"], lv["min_dsca_instance"]]
@@ -103,16 +114,21 @@ def render_html(report: dict, overlays: list[tuple[str, dict]]) -> str:
         f"<figure><img src='{html.escape(name)}' loading='lazy' alt='{html.escape(' | '.join(_caption(row)))}'>"
         "</figure>" for name, row in overlays)
     skipped = "".join(f"<li>{html.escape(s['path'])}: {html.escape(s['reason'])}</li>" for s in report["skipped"])
+    flags = "".join(f"<p class='flag'>&#9888; {html.escape(f)}</p>" for f in report.get("level_flags", []))
+    picture = (f"<figure><img src='{html.escape(localizer)}' alt='sagittal localizer with the graded slices'>"
+               "<figcaption>Each graded axial slice across the mid-sagittal slice, in its grade's colour (A green, "
+               "B yellow, C orange, D red; blue where not graded); level names as the locator found them."
+               "</figcaption></figure>") if localizer else ""
     failed = "".join(f"<li>{html.escape(f['output'])} not written: {html.escape(f['reason'])}</li>"
                      for f in report.get("output_failures", []))
     failed = f"<h2>Outputs not written</h2><ul>{failed}</ul>" if failed else ""
     style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
              "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
-             "figcaption{font-size:12px;max-width:650px}a{color:#9cf}")
+             "figcaption{font-size:12px;max-width:650px}a{color:#9cf}.flag{color:#fc6;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Stenosis grading: {html.escape(report['study'])}"
             f"</title><style>{style}</style></head><body><h1>Lumbar stenosis grading: {html.escape(report['study'])}</h1>"
             f"<p>Series {html.escape(series['description'])} ({series['n_slices']} slices, {series['weighting']} "
-            f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>"
+            f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>{flags}{picture}"
             f"<h2>Per level</h2>{_table(levels, ['level', 'slices', 'rootlet', 'cord', 'no canal', 'worst grade', 'probability', 'on instance', 'smallest DSCA (mm²)', 'on instance'])}"
             f"<h2>Slices</h2><p>Canal box in the grade's colour (A green, B yellow, C orange, D red; blue where not graded), dural sac outline in red.</p>"
             f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>{failed}"

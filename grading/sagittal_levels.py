@@ -1,0 +1,167 @@
+"""Level names from the study's own sagittal series, the way a radiologist reads them.
+
+The locator marks vertebral bodies, discs and the sacrum on the middle sagittal slices. Its
+structures are placed in patient millimetres through the slices' geometry, ordered head to
+foot, and named by counting up from the sacrum: the disc just above it is the lumbosacral disc,
+the body above that the last lumbar vertebra, and so on. Where the thoracolumbar junction is in
+view (thoracic discs are thin: under ~7.5 mm), the lumbar vertebrae between it and the sacrum
+are counted: four or six of them is a transitional lumbosacral vertebra, named counting down
+from the junction and flagged. An axial slice is then named by the structure its plane crosses
+next to the canal: a disc ('L4/L5') or a vertebral body ('L4').
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from grading.dicom.geometry import pixel_to_patient
+from grading.dicom.series import Series, SliceHeader
+from stages.vocabulary import COLUMN_CLASSES
+
+BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
+MIN_AREA_MM2 = 40.0  # smaller components are noise
+THORACIC_DISC_MM = 7.5  # thoracic discs are thinner than lumbar ones
+PLANE_TOLERANCE_MM = 1.5
+POSTERIOR_WALL_MM = 4.0  # the back of the column, where it faces the canal
+
+
+@dataclass
+class Structure:
+    kind: str  # body | disc | sacrum
+    points: np.ndarray  # (n, 3) patient mm of its pixels
+    name: str = ""
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.points.mean(0)
+
+
+@dataclass
+class Localization:
+    structures: list[Structure]  # head to foot
+    method: str  # how the names were given, for the report
+    sure: bool
+    flags: list[str] = field(default_factory=list)
+    lumbar_count: int | None = None
+    mid_slice: SliceHeader | None = None  # the sagittal slice the localizer picture shows
+    class_map: np.ndarray | None = field(default=None, repr=False)  # its classes, display frame
+
+    def name_of(self, header: SliceHeader) -> str | None:
+        """The structure an axial slice's plane crosses next to the canal, or None."""
+        normal, centre = header.normal, header.centre
+        owners, depth = [], []
+        for k, structure in enumerate(self.structures):
+            near = np.abs((structure.points - centre) @ normal) <= PLANE_TOLERANCE_MM
+            owners.append(np.full(int(near.sum()), k))
+            depth.append(structure.points[near, 1])
+        owners, depth = np.concatenate(owners), np.concatenate(depth)
+        if not len(owners):
+            return None
+        # What the plane crosses at the column's posterior wall: the structure just in front of
+        # the canal (LPS y grows posteriorly).
+        wall = owners[depth >= depth.max() - POSTERIOR_WALL_MM]
+        return self.structures[int(np.bincount(wall).argmax())].name
+
+
+def _structures(class_map: np.ndarray, header: SliceHeader) -> list[Structure]:
+    """Connected components of each class, in patient coordinates (pixels of the display frame)."""
+    area = header.pixel_spacing[0] * header.pixel_spacing[1]
+    out = []
+    for kind, value in (("body", BODY), ("disc", DISC), ("sacrum", SACRUM)):
+        components, n = ndimage.label(class_map == value)
+        for k in range(1, n + 1):
+            rows, cols = np.nonzero(components == k)
+            if len(rows) * area < MIN_AREA_MM2:
+                continue
+            stored = header.display.indices_to_stored(rows, cols, (header.rows, header.columns))
+            points = pixel_to_patient(header.image_position, header.image_orientation, header.pixel_spacing, *stored)
+            out.append(Structure(kind, points))
+    return sorted(out, key=lambda s: -s.centre[2])  # head first
+
+
+def _thickness(disc: Structure, above: Structure | None, below: Structure | None) -> float:
+    """A disc's height along the spine: its extent along the line between the bodies it parts."""
+    if above is None or below is None:
+        axis = np.array([0.0, 0.0, 1.0])
+    else:
+        axis = above.centre - below.centre
+        axis /= np.linalg.norm(axis)
+    along = disc.points @ axis
+    return float(np.percentile(along, 95) - np.percentile(along, 5))
+
+
+def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], int | None]:
+    """Give every structure its name; returns (method, sure, flags, lumbar vertebrae counted)."""
+    sacra = [s for s in structures if s.kind == "sacrum"]
+    column = [s for s in structures if s.kind != "sacrum"]
+    if not sacra:
+        return "no sacrum in the sagittal view: levels not named from it", False, ["sacrum not in view"], None
+    sacrum = max(sacra, key=lambda s: len(s.points))
+    sacrum.name = "S1"
+    above = [s for s in column if s.centre[2] > sacrum.centre[2]]  # head first
+    bodies = [s for s in above if s.kind == "body"]
+    discs = [s for s in above if s.kind == "disc"]
+    if not bodies:
+        return "no vertebral body above the sacrum in view", False, ["no lumbar vertebra in view"], None
+    # Thoracolumbar junction: the lowest thin disc, counting up from the sacrum, above which
+    # every disc in view is thin too.
+    heights = []
+    for disc in discs:
+        over = [b for b in bodies if b.centre[2] > disc.centre[2]]
+        under = [b for b in bodies if b.centre[2] < disc.centre[2]]
+        heights.append(_thickness(disc, over[-1] if over else None, under[0] if under else None))
+    thin = [h < THORACIC_DISC_MM for h in heights]
+    junction = None
+    for k in range(len(discs)):
+        if all(thin[:k + 1]) and (k + 1 == len(discs) or not thin[k + 1]):
+            junction = discs[k] if thin[k] else None
+            break
+    flags, sure = [], True
+    if junction is not None:
+        lumbar = [b for b in bodies if b.centre[2] < junction.centre[2]]
+        count = len(lumbar)
+        if count != 5:
+            flags.append(f"{count} lumbar vertebrae between T12/L1 and the sacrum: a transitional lumbosacral "
+                         "vertebra; levels named counting down from T12/L1")
+            sure = False
+        method = f"named on the sagittal series: {count} lumbar vertebrae counted between the thoracolumbar " \
+                 "junction (thin discs) and the sacrum"
+    else:
+        count = None
+        flags.append("T12/L1 not in view: a transitional vertebra cannot be excluded; levels counted up from the "
+                     "sacrum, assuming five lumbar vertebrae")
+        method = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
+    n_lumbar = count if count is not None else 5
+    # Name bodies bottom-up: the last lumbar first, then up through the thoracic spine.
+    ordered = sorted(bodies, key=lambda b: b.centre[2])
+    names = [f"L{n_lumbar - k}" if k < n_lumbar else f"T{12 - (k - n_lumbar)}" for k in range(len(ordered))]
+    for body, name in zip(ordered, names):
+        body.name = name
+    # A disc is named by the bodies it parts; the lowest by the last lumbar and S1.
+    for disc in discs:
+        over = [b for b in ordered if b.centre[2] > disc.centre[2]]
+        under = [b for b in ordered if b.centre[2] < disc.centre[2]]
+        upper = over[0].name if over else None
+        lower = under[-1].name if under else "S1"
+        disc.name = f"{upper}/{lower}" if upper else f"?/{lower}"
+    return method, sure, flags, count
+
+
+def middle_slices(localizer: Series, count: int) -> list[SliceHeader]:
+    """The ``count`` slices at the middle of a sagittal series (across the canal)."""
+    start = max(0, (len(localizer.slices) - count) // 2)
+    return localizer.slices[start:start + count]
+
+
+def locate(headers: list[SliceHeader], probabilities: list[np.ndarray]) -> Localization:
+    """Name the column from the locator's class probabilities on the middle sagittal slices
+    (display frame). Slices of one grid are averaged (a scoliotic spine leaves the midline
+    plane), and the structures placed through the middle slice's geometry."""
+    middle = len(headers) // 2
+    same = [p for p in probabilities if p.shape == probabilities[middle].shape]
+    class_map = np.mean(same, axis=0).argmax(0).astype(np.uint8)
+    structures = _structures(class_map, headers[middle])
+    method, sure, flags, count = name_structures(structures)
+    return Localization([s for s in structures if s.name], method, sure, flags, count, headers[middle], class_map)

@@ -1,0 +1,178 @@
+"""Level names from the sagittal series: geometry of the crossing, the counting rules, the
+fallback, and the SR's per-level groups."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from study_factory import untrained_bundle
+
+from grading.dicom import scan_study
+from grading.dicom.series import SliceHeader
+from grading.levels import assign_levels
+from grading.reports.dicom_objects import level_code
+from grading.reports.localizer import crossing_line
+from grading.sagittal_levels import Localization, Structure, name_structures
+
+
+def _header(position, orientation, rows=100, cols=100, spacing=(1.0, 1.0)) -> SliceHeader:
+    return SliceHeader(path=Path("x"), sop_uid="1", series_uid="1", study_uid="1", instance_number=1,
+                       image_position=tuple(position), image_orientation=tuple(orientation), pixel_spacing=spacing,
+                       rows=rows, columns=cols)
+
+
+def test_axial_plane_crosses_the_sagittal_slice_where_both_planes_meet():
+    sagittal = _header((0.0, -50.0, 50.0), (0, 1, 0, 0, 0, -1), spacing=(0.8, 0.9))
+    tilt = np.deg2rad(20)
+    axial = _header((-40.0, -40.0, 10.0), (1, 0, 0, 0, np.cos(tilt), np.sin(tilt)))
+    rows, cols = crossing_line(sagittal, axial)
+    assert len(rows) > 10
+    # Display frame of a sagittal slice stored (0,1,0 / 0,0,-1) is the stored frame.
+    points = (np.asarray(sagittal.image_position) + cols[:, None] * 0.9 * np.array([0, 1, 0])
+              + rows[:, None] * 0.8 * np.array([0, 0, -1]))
+    assert np.allclose((points - axial.centre) @ axial.normal, 0, atol=1e-6)  # on the axial plane
+    assert np.allclose(points[:, 0], 0.0)  # and on the sagittal one
+    assert crossing_line(sagittal, _header((0, 0, 0), (0, 1, 0, 0, 0, -1))) is None  # parallel planes
+
+
+def _column(n_lumbar: int, thoracic_in_view: int = 2, sacrum: bool = True, degenerate_l5: bool = False):
+    """Bodies (25 mm) and discs (10 mm lumbar, 6 mm thoracic) stacked along z, as points."""
+    structures, z = [], 0.0
+    rng = np.random.default_rng(0)
+
+    def block(kind, height):
+        nonlocal z
+        points = np.column_stack([rng.uniform(-5, 5, 400), rng.uniform(-40, -10, 400), z + rng.uniform(0, height, 400)])
+        structures.append(Structure(kind, points))
+        z += height
+
+    if sacrum:
+        block("sacrum", 60)
+    for k in range(n_lumbar):
+        block("disc", 4.0 if (degenerate_l5 and k == 0) else 10.0)
+        block("body", 26)
+    for _ in range(thoracic_in_view):
+        block("disc", 5.5)
+        block("body", 21)
+    return sorted(structures, key=lambda s: -s.centre[2])
+
+
+def _names(structures):
+    return [s.name for s in structures]
+
+
+def test_five_lumbar_vertebrae_are_named_and_sure():
+    structures = _column(5)
+    method, sure, flags, count = name_structures(structures)
+    assert sure and not flags and count == 5
+    assert _names(structures) == ["T11", "T11/T12", "T12", "T12/L1", "L1", "L1/L2", "L2", "L2/L3", "L3", "L3/L4", "L4",
+                                  "L4/L5", "L5", "L5/S1", "S1"]
+
+
+def test_six_or_four_lumbar_vertebrae_are_flagged_and_named_from_the_junction():
+    for n in (6, 4):
+        structures = _column(n)
+        method, sure, flags, count = name_structures(structures)
+        assert not sure and count == n and "transitional" in flags[0]
+        names = _names(structures)
+        assert names[:5] == ["T11", "T11/T12", "T12", "T12/L1", "L1"]
+        assert names[-3:] == [f"L{n}", f"L{n}/S1", "S1"]
+
+
+def test_without_the_junction_in_view_levels_count_up_from_the_sacrum_with_a_flag():
+    structures = _column(5, thoracic_in_view=0)[2:]  # the view starts in L1
+    method, sure, flags, count = name_structures(structures)
+    assert count is None and "T12/L1 not in view" in flags[0] and sure
+    assert _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
+    # A thin degenerate L5/S1 disc at the bottom is not taken for the thoracolumbar junction.
+    structures = _column(5, degenerate_l5=True)
+    assert name_structures(structures)[2] == [] and _names(structures)[-2] == "L5/S1"
+
+
+def test_no_sacrum_no_names():
+    structures = _column(5, sacrum=False)
+    method, sure, flags, count = name_structures(structures)
+    assert not sure and "sacrum not in view" in flags and not any(s.name for s in structures)
+
+
+def test_axial_names_follow_the_structure_the_plane_crosses():
+    structures = _column(5)
+    name_structures(structures)
+    localization = Localization([s for s in structures if s.name], "test", True)
+    disc = next(s for s in structures if s.name == "L4/L5")
+    body = next(s for s in structures if s.name == "L3")
+    for target in (disc, body):
+        z = float(target.centre[2])
+        header = _header((-50.0, -60.0, z), (1, 0, 0, 0, 1, 0))
+        assert localization.name_of(header) == target.name
+    assert localization.name_of(_header((-50, -60, 500.0), (1, 0, 0, 0, 1, 0))) is None
+
+
+def test_without_a_localizer_levels_fall_back_to_the_axial_series(tmp_path):
+    from study_factory import phantom_series
+
+    series, _ = phantom_series(tmp_path, matrix=64, n_slices=6)
+    scan = scan_study(series)
+    assignment = assign_levels(scan.selected.slices, scan.selected.positions_mm())
+    assert assignment.source == "axial" and "contiguous" in assignment.method
+
+
+def test_level_codes():
+    assert level_code("L4/L5").value == "84020006" and level_code("L3").value == "36470004"
+    assert level_code("S1").value == "54735007"
+    assert level_code("L6").scheme_designator == "99LSS" and level_code("window 2") is None
+
+
+@pytest.fixture(scope="module")
+def study_with_sagittal(tmp_path_factory):
+    from grading.phantom.cohort import CohortConfig, generate_cohort
+
+    root = tmp_path_factory.mktemp("sag")
+    generate_cohort(root, CohortConfig(patients=1, seed=21, workers=1, axial_presets={"t2_tse": 1.0}), progress=False)
+    return root
+
+
+def test_grade_study_names_levels_on_the_sagittal_series(study_with_sagittal, tmp_path, monkeypatch):
+    """With a locator that sees exactly the phantom's column, the axial slices are named as the
+    phantom's truth, the SR carries a group per named level, and the report shows the localizer."""
+    from grading import pipeline
+    from grading.cli.study import main as grade_study
+
+    root = study_with_sagittal
+    column = pd.read_csv(root / "column.csv", keep_default_na=False).set_index("sop_uid")
+
+    def perfect(model, configs, headers, images, device="cpu"):
+        probabilities = []
+        for header in headers:
+            classes = header.display.apply(np.asarray(Image.open(root / column.loc[header.sop_uid, "classes"])))
+            probabilities.append(np.eye(4, dtype=np.float32)[classes].transpose(2, 0, 1))
+        return pipeline.locate(headers, probabilities)
+
+    monkeypatch.setattr(pipeline, "localize", perfect)
+    bundle = untrained_bundle(tmp_path / "bundle", with_locator=True)
+    assert grade_study([str(root / "dicom" / "PH0001"), "--models", str(bundle), "-o", str(tmp_path / "out")]) == 0
+    slices = pd.read_csv(tmp_path / "out" / "slices.csv", keep_default_na=False)
+    truth = pd.read_csv(root / "labels.csv", keep_default_na=False)
+    truth = truth[truth.rater == "truth"].set_index("sop_uid").spinal_level
+    lumbar = slices[slices.sop_uid.map(truth).str.match(r"^L\d")]
+    assert len(lumbar) > 10 and (lumbar.level_name == lumbar.sop_uid.map(truth)).mean() >= 0.95
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["level_source"] == "sagittal" and (tmp_path / "out" / "localizer.png").is_file()
+    assert "localizer.png" in (tmp_path / "out" / "report.html").read_text()
+    sr = hd.sr.srread(tmp_path / "out" / "measurements_sr.dcm")
+
+    def items(sequence):
+        for item in sequence:
+            yield item
+            yield from items(item.get("ContentSequence", []))
+
+    sites = {item.ConceptCodeSequence[0].CodeValue for item in items(sr.ContentSequence)
+             if item.ConceptNameCodeSequence[0].CodeValue == "363698007" and "ConceptCodeSequence" in item}
+    levels = pd.read_csv(tmp_path / "out" / "levels.csv", keep_default_na=False)
+    graded = [level_code(name).value for name in levels.level[levels.worst_grade != ""] if level_code(name)]
+    assert graded and set(graded) <= sites
