@@ -4,7 +4,7 @@ The locator marks vertebral bodies, discs and the sacrum on the middle sagittal 
 structures are placed in patient millimetres through the slices' geometry, ordered head to
 foot, and named by counting up from the sacrum: the disc just above it is the lumbosacral disc,
 the body above that the last lumbar vertebra, and so on. Where the thoracolumbar junction is in
-view (thoracic discs are thin: under ~7.5 mm), the lumbar vertebrae between it and the sacrum
+view (thoracic discs are thin: under ~7 mm), the lumbar vertebrae between it and the sacrum
 are counted: four or six of them is a transitional lumbosacral vertebra, named counting down
 from the junction and flagged. An axial slice is then named by the structure its plane crosses
 next to the canal: a disc ('L4/L5') or a vertebral body ('L4').
@@ -22,7 +22,7 @@ from stages.vocabulary import COLUMN_CLASSES
 
 BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
 MIN_AREA_MM2 = 40.0  # smaller components are noise
-THORACIC_DISC_MM = 7.5  # thoracic discs are thinner than lumbar ones
+THORACIC_DISC_MM = 7.0  # thoracic discs (4.5-6.5 mm) are thinner than lumbar ones (8.5-12)
 PLANE_TOLERANCE_MM = 1.5
 POSTERIOR_WALL_MM = 4.0  # the back of the column, where it faces the canal
 

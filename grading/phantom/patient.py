@@ -214,7 +214,7 @@ def make_patient(rng: np.random.Generator) -> Patient:
         below = names[i + 1] if i + 1 < len(names) else "S1"
         from_bottom = n_l - 1 - (i - 3) if not thoracic else 9
         load = _LEVEL_LOAD[from_bottom] if from_bottom < len(_LEVEL_LOAD) else (0.0, 0.15)
-        disc_h = rng.uniform(5, 7) if thoracic else rng.uniform(8.5, 12.0)
+        disc_h = rng.uniform(4.5, 6.5) if thoracic else rng.uniform(8.5, 12.0)
         disc = _disc(f"{name}/{below}", s, disc_h, degeneration * rng.uniform(*load), rng,
                      lipomatosis and from_bottom <= 2)
         discs.append(disc)

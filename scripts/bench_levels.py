@@ -1,0 +1,76 @@
+"""How often grade-study names an axial slice's level right, from the study's sagittal series.
+
+    uv run python scripts/bench_levels.py --models BUNDLE --patients 20 --seed 77
+
+Generates held-out phantom studies (seed unseen in training; about one patient in ten has four
+or six lumbar vertebrae), grades both axial series of each (contiguous, and angled to the discs)
+with the bundle's locator, and compares each slice's level name with the phantom's truth (the
+disc or body the slice crosses in front of the canal). Counts slices inside the lumbar spine
+(L1 to the lumbosacral disc); transitional studies must be named right or flagged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from grading.cli.study import main as grade_study
+from grading.dicom import scan_study
+from grading.phantom.cohort import CohortConfig, generate_cohort
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", required=True, type=Path)
+    p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--seed", type=int, default=77)
+    p.add_argument("--keep", type=Path, help="keep the cohort and outputs here")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        if not (root / "cohort" / "labels.csv").is_file():
+            generate_cohort(root / "cohort", CohortConfig(args.patients, args.seed))
+        labels = pd.read_csv(root / "cohort" / "labels.csv", keep_default_na=False)
+        truth = labels[labels.rater == "truth"].set_index("sop_uid")
+        summaries = {p["patient_id"]: p for p in json.loads((root / "cohort" / "cohort.json").read_text())["patients"]}
+        rows = []
+        for study in sorted((root / "cohort" / "dicom").iterdir()):
+            scan = scan_study(study, verify_pixels=False)
+            for series in (s for s in scan.series if s.orientation == "axial"):
+                out = root / "graded" / study.name / series.uid[-8:]
+                if grade_study([str(study), "--models", str(args.models), "--series", series.uid, "-o", str(out),
+                                "--json"]) != 0:
+                    continue
+                report = json.loads((out / "report.json").read_text())
+                slices = pd.read_csv(out / "slices.csv", keep_default_na=False)
+                kind = "angled" if "angled" in str(series.slices[0].path) else "contiguous"
+                for row in slices.itertuples():
+                    rows.append({"patient": study.name, "series": kind, "name": row.level_name,
+                                 "truth": truth.loc[row.sop_uid, "spinal_level"],
+                                 "lumbar": summaries[study.name]["lumbar_vertebrae"],
+                                 "source": report["level_source"], "flagged": bool(report["level_flags"]),
+                                 "transitional_flag": any("transitional" in f for f in report["level_flags"])})
+    table = pd.DataFrame(rows)
+    lumbar = table[table.truth.str.match(r"^L\d") | table.truth.str.endswith("/S1")]
+    lumbar = lumbar.assign(right=lumbar.name == lumbar.truth)
+    print(f"{len(table)} axial slices of {table.patient.nunique()} studies; {len(lumbar)} inside the lumbar spine; "
+          f"named from the sagittal series: {(table.source == 'sagittal').mean():.1%} of slices")
+    for kind, group in lumbar.groupby("series"):
+        print(f"  {kind:10s}: {group.right.mean():.1%} right ({group.right.sum()} of {len(group)})")
+    typical = lumbar[lumbar.lumbar == 5]
+    print(f"  five lumbar vertebrae: {typical.right.mean():.1%} right")
+    odd = lumbar[lumbar.lumbar != 5]
+    for patient, group in odd.groupby("patient"):
+        print(f"  {patient} ({int(group.lumbar.iloc[0])} lumbar): {group.right.mean():.0%} right, "
+              f"transitional flag {'raised' if group.transitional_flag.any() else 'NOT raised'}")
+    wrong = lumbar[~lumbar.right]
+    if len(wrong):
+        print("wrong names (name, truth: count):")
+        print(wrong.groupby(["name", "truth"]).size().sort_values(ascending=False).head(12).to_string())
+
+
+if __name__ == "__main__":
+    main()
