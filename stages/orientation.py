@@ -83,5 +83,20 @@ class DisplayTransform:
             x0, y0, x1, y1 = y0, x0, y1, x1
         return (float(x0), float(y0), float(x1), float(y1))
 
+    def points_to_display(self, points, stored_shape: tuple[int, int]) -> np.ndarray:
+        """(N, 2) pixel-edge (x, y) points, stored -> display (polygon outlines)."""
+        xy = np.asarray(points, float).reshape(-1, 2)
+        x, y = (xy[:, 1], xy[:, 0]) if self.transpose else (xy[:, 0], xy[:, 1])
+        rows, cols = self.display_shape(stored_shape)
+        return np.stack([cols - x if self.flip_cols else x, rows - y if self.flip_rows else y], axis=1)
+
+    def points_to_stored(self, points, stored_shape: tuple[int, int]) -> np.ndarray:
+        """(N, 2) pixel-edge (x, y) points, display -> stored."""
+        xy = np.asarray(points, float).reshape(-1, 2)
+        rows, cols = self.display_shape(stored_shape)
+        x = cols - xy[:, 0] if self.flip_cols else xy[:, 0]
+        y = rows - xy[:, 1] if self.flip_rows else xy[:, 1]
+        return np.stack([y, x] if self.transpose else [x, y], axis=1)
+
 
 IDENTITY = DisplayTransform()

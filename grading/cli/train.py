@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="label table (SPEC format)")
     p.add_argument("--images", required=True, help="folder holding the DICOM files the table refers to")
     p.add_argument("--rater", required=True, help="whose labels to learn, e.g. A1")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: every stage the "
+                                    "tables can train: the locator only where a sagittal column table is found)")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--column-labels", help="sagittal column maps for the locator stage (default: column.csv beside "
                                            "the label table, as grade-phantom writes it)")
@@ -80,7 +81,11 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output)
     name = args.name or classifier_name(args.rater)
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    column_path = Path(args.column_labels or Path(args.labels).parent / "column.csv")
+    if args.stages is None:
+        stages = tuple(s for s in STAGES if s != "locator" or column_path.is_file())
+    else:
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     if set(stages) - set(STAGES):
         raise CommandError(f"--stages: unknown stage(s) {', '.join(sorted(set(stages) - set(STAGES)))}", EXIT_USAGE)
     try:
@@ -100,7 +105,6 @@ def _main(argv: list[str] | None) -> int:
             print(f"grade-train: skipped {line}", file=sys.stderr)
         column_records = []
         if "locator" in stages:
-            column_path = Path(args.column_labels or Path(args.labels).parent / "column.csv")
             if not column_path.is_file():
                 raise CommandError(f"{column_path}: no sagittal column table for the locator stage "
                                    "(grade-phantom writes column.csv; or pass --column-labels)", EXIT_USAGE)

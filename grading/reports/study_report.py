@@ -31,6 +31,8 @@ def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, de
     return {
         "study": study_pseudonym(result.headers[0].study_uid) if deidentify else result.study_dir.name,
         "deidentified": deidentify,
+        # Where the images were read, for grade-label --review (withheld: folder names carry names).
+        "source": None if deidentify else {"study_dir": str(result.study_dir.resolve())},
         "series": {"series_uid": series.uid, "description": series.description, "orientation": series.orientation,
                    "weighting": series.weighting, "n_slices": len(result.headers),
                    "pixel_spacing_mm": list(series.pixel_spacing)},
