@@ -83,7 +83,8 @@ class Slice:
             try:
                 image = load_slice(self.header)
             except Exception as exc:  # decoders raise many types; any of them means the slice is unreadable
-                raise SliceGone(f"slice {self.id + 1}: its image can no longer be read ({type(exc).__name__})") from None
+                raise SliceGone(f"slice {self.id + 1}: its image can no longer be read "
+                                f"({type(exc).__name__})") from None
             display = self.header.display.apply(normalise_intensity(image))
             self._pixels = np.clip(display * DISPLAY_SCALE, 0, 65535).astype("<u2")
         return self._pixels

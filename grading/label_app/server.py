@@ -134,11 +134,15 @@ def label_from_page(body: object, item: Slice) -> Label:
                  label.box_source, label.box_adjusted, label.label_source)
 
 
+#: The page loads nothing from anywhere but this server.
+PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                "Content-Security-Policy": "default-src 'self'; img-src data:; style-src 'unsafe-inline'; "
+                                           "script-src 'unsafe-inline'"}
+
+
 def _page(request: Request) -> HTMLResponse:
     text = resources.files("grading.label_app").joinpath("page.html").read_text(encoding="utf-8")
-    return HTMLResponse(text, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                       "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                                                  "script-src 'self' 'unsafe-inline'"})
+    return HTMLResponse(text, headers=PAGE_HEADERS)
 
 
 def _session_json(request: Request) -> JSONResponse:
@@ -150,7 +154,8 @@ def _session_json(request: Request) -> JSONResponse:
         "display_scale": DISPLAY_SCALE, "studies": 1 + max(s.study_index for s in session.slices),
         "slices": [s.info() for s in session.slices],
         "labels": {k: v for k, v in labels.items() if v is not None},
-        "calls": {s.id: s.call.to_json() for s in session.slices if s.call is not None} if session.mode == "review" else {},
+        "calls": ({s.id: s.call.to_json() for s in session.slices if s.call is not None}
+                  if session.mode == "review" else {}),
     })
 
 
