@@ -194,7 +194,8 @@ def test_api_saves_labels_in_the_display_frame_and_explains_refusals(study, tmp_
         reply = client.put("/api/slices/2/label", json={"level": "rootlet", "grade": "B", "box": [30, 40, 50, 60]})
         assert reply.status_code == 200 and reply.json()["label"]["box"] == [30, 40, 50, 60]
         bad = client.put("/api/slices/2/label", json={"level": "rootlet", "grade": "Q"})
-        assert bad.status_code == 400 and "grade 'Q'" in bad.json()["error"] and "nothing was saved" in bad.json()["error"]
+        assert bad.status_code == 400
+        assert "grade 'Q'" in bad.json()["error"] and "nothing was saved" in bad.json()["error"]
         outside = client.put("/api/slices/3/label", json={"level": "cord", "box": [0, 0, cols + 5, 10]})
         assert outside.status_code == 400 and "not inside" in outside.json()["error"]
         assert client.put("/api/slices/3/label", content=b"{not json").status_code == 400

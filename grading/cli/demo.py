@@ -85,8 +85,9 @@ def compare_with_truth(slices_csv: Path, truth_csv: Path) -> dict:
     slices = pd.read_csv(slices_csv, keep_default_na=False)
     truth = pd.read_csv(truth_csv, keep_default_na=False)
     truth = truth[truth.rater == "truth"].set_index("sop_uid")
-    both = slices.join(truth[["level", "grade", "dsca_mm2"]], on="sop_uid", rsuffix="_truth")
+    both = slices.join(truth[["level", "grade", "dsca_mm2", "spinal_level"]], on="sop_uid", rsuffix="_truth")
     usable = both[both.level_truth.isin(["rootlet", "cord"])]
+    named = both[both.spinal_level != ""]
     graded = usable[(usable.level_truth == "rootlet") & (usable.level == "rootlet")]
     areas = graded[graded.dsca_mm2 != ""]
     return {
@@ -95,6 +96,7 @@ def compare_with_truth(slices_csv: Path, truth_csv: Path) -> dict:
         "grade_accuracy": float((graded.grade == graded.grade_truth).mean()) if len(graded) else None,
         "dsca_mae_mm2": float(np.mean(np.abs(areas.dsca_mm2.astype(float) - areas.dsca_mm2_truth.astype(float))))
         if len(areas) else None,
+        "level_name_accuracy": float((named.level_name == named.spinal_level).mean()) if len(named) else None,
     }
 
 
@@ -136,9 +138,10 @@ def _main(argv: list[str] | None) -> int:
     t = time.perf_counter()
     # The detector and segmenter learn from every axial slice (contiguous and disc-angled stacks);
     # the agreement study, like the paper's, is on the contiguous series.
+    # The level locator learns from the mid-sagittal slices (column.csv beside the labels).
     ensure_training(args.dir / "shared", common + ["--labels", str(labels), "--rater", "A1",
-                                                   "--stages", "detector,segmenter", "--final-only"])
-    timings["detector and segmenter"] = time.perf_counter() - t
+                                                   "--stages", "detector,segmenter,locator", "--final-only"])
+    timings["detector, segmenter, locator"] = time.perf_counter() - t
     for rater in ("A1", "A2"):
         t = time.perf_counter()
         ensure_training(args.dir / f"classifier_{rater}",
@@ -146,6 +149,7 @@ def _main(argv: list[str] | None) -> int:
         timings[f"classifiers {rater}"] = time.perf_counter() - t
     bundle = combine_bundles(args.dir / "models", {
         "detector": args.dir / "shared" / "final" / "bundle", "segmenter": args.dir / "shared" / "final" / "bundle",
+        "locator": args.dir / "shared" / "final" / "bundle",
         "level": args.dir / "classifier_A1" / "final" / "bundle", "grade": args.dir / "classifier_A1" / "final" / "bundle"})
     # grade-study finds the demo bundle without --models; only the default demo installs it there.
     installed = bundle.resolve() == demo_bundle_dir().resolve()
@@ -170,7 +174,8 @@ def _main(argv: list[str] | None) -> int:
     print(f"  held-out study:     {held_out}")
     print(f"  its grading:        {graded / 'report.html'}")
     print(f"    against truth:    level accuracy {_fmt(check['level_accuracy'], 3)}, "
-          f"grade accuracy {_fmt(check['grade_accuracy'], 3)}, DSCA MAE {_fmt(check['dsca_mae_mm2'], 1)} mm²")
+          f"grade accuracy {_fmt(check['grade_accuracy'], 3)}, DSCA MAE {_fmt(check['dsca_mae_mm2'], 1)} mm², "
+          f"level names {_fmt(check['level_name_accuracy'], 3)}")
     print(f"  model bundle:       {bundle}" + ("  (grade-study uses it without --models)" if installed else ""))
     print(f"  agreement study:    {agreement / 'report.html'}")
     for key, line in summary.items():

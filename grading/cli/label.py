@@ -108,7 +108,8 @@ def _serve(session: Session, host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     done = sum(1 for row in session.store.labels_of(session.rater).values() if row["level"])
-    print(f"grade-label: {len(session.slices)} slices, {done} labelled by {session.rater}; labels go to {session.table}")
+    print(f"grade-label: {len(session.slices)} slices, {done} labelled by {session.rater}; "
+          f"labels go to {session.table}")
     if session.allowed_hosts is None:
         print("grade-label: warning: listening beyond this machine; anyone with the address can label", file=sys.stderr)
     print(f"grade-label: open http://{shown if session.allowed_hosts is None else '127.0.0.1'}:{bound}/"
