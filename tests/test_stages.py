@@ -45,6 +45,17 @@ def make_records(n_patients=6, per_patient=5, size=64, seed=0) -> list[SliceReco
     return records
 
 
+def with_column_classes(records: list[SliceRecord]) -> list[SliceRecord]:
+    """The same slices as sagittal ones for the locator: horizontal bands of body (1), disc (2)
+    and a sacrum (3) at the bottom, drawn into the image too."""
+    for r in records:
+        rows = np.arange(r.image.shape[0])[:, None] * np.ones(r.image.shape[1], int)
+        r.classes = np.where(rows % 16 < 11, 1, 2).astype(np.uint8)
+        r.classes[-8:] = 3
+        r.image = (0.2 + 0.3 * r.classes).astype(np.float32)
+    return records
+
+
 def test_vgg_is_the_papers_shape():
     model = VGGClassifier(VGGConfig((8, 8, 16, 16), num_outputs=4))
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -169,7 +180,7 @@ def test_grade_checkpoints_are_chosen_by_macro_f1():
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_trains_saves_loads_and_predicts(stage, tmp_path):
     profile = smoke()
-    records = make_records()
+    records = with_column_classes(make_records()) if stage == "locator" else make_records()
     unit, train, val = stage_training(stage, profile.configs, records[:20], records[20:])
     before = {k: v.clone() for k, v in unit.model.state_dict().items()}
     result = fit(unit, train, val, profile.settings[stage], tmp_path / "run", progress=False)
@@ -181,6 +192,14 @@ def test_each_stage_trains_saves_loads_and_predicts(stage, tmp_path):
     for k, v in unit.model.state_dict().items():
         assert torch.equal(models[stage].state_dict()[k], v)
     assert manifest["stages"][stage]["sha256"] and manifest["stages"][stage]["spacing_handling"]
+    if stage == "locator":  # the bundle names levels as the trained model would
+        from stages.locator import column_probabilities
+
+        images, spacings = [r.image for r in records[:3]], [r.spacing for r in records[:3]]
+        loaded, trained = (column_probabilities(m, profile.configs.locator, images, spacings)
+                           for m in (models[stage], unit.model))
+        assert all(a.shape == (4, *r.image.shape) and np.array_equal(a, b) for a, b, r in zip(loaded, trained, records))
+        return
     boxes = [r.box for r in records[:3]]
     preds = predict_slices(models, configs, [r.image for r in records[:3]], [r.spacing for r in records[:3]],
                            boxes=boxes, min_box_score=0.0)
@@ -325,7 +344,7 @@ def test_combined_bundle_takes_each_stage_from_its_run(tmp_path):
     combine_bundles(tmp_path / "c", {"detector": tmp_path / "a", "segmenter": tmp_path / "a",
                                      "level": tmp_path / "b", "grade": tmp_path / "b"})
     models, configs, manifest = load_bundle(tmp_path / "c")
-    assert set(models) == set(STAGES) and configs.grade.widths == (4, 8, 8, 8)
+    assert set(models) == {"detector", "segmenter", "level", "grade"} and configs.grade.widths == (4, 8, 8, 8)
     assert torch.equal(models["grade"].fc.weight, grade_model.fc.weight)
     assert manifest["provenance"]["stages"]["grade"]["run"] == "b"
     clash = replace(profile.configs, classifier_patch=PatchConfig(size=48))
