@@ -30,7 +30,9 @@ def suggest_outline(image: np.ndarray, box: tuple[float, float, float, float]) -
     crop = np.asarray(image[r0:r1, c0:c1], np.float32)
     if crop.shape[0] < 3 or crop.shape[1] < 3 or np.ptp(crop) == 0:
         return None
-    regions, n = ndimage.label(crop > otsu_threshold(crop))
+    smooth = ndimage.gaussian_filter(crop, 1.0)  # thermal noise would fray the outline
+    bright = ndimage.binary_opening(smooth > otsu_threshold(smooth), iterations=1)
+    regions, n = ndimage.label(bright)
     if n == 0:
         return None
     # The sac is large and central: score each region by its area over its distance to the centre.
