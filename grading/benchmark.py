@@ -25,7 +25,9 @@ def timed_run(study_dir: Path, models: dict, configs: StageConfigs, settings: In
     """grade-study's whole path for one study (scan, decode, models, report written to a scratch
     folder) with seconds per stage and in all."""
     start = time.perf_counter()
-    loaded = load_study(study_dir, decode_workers=decode_workers)
+    localizer_slices = configs.locator.slices if "locator" in models else 0  # as grade-study reads it
+    loaded = load_study(study_dir, decode_workers=decode_workers, preprocessing=configs.preprocessing,
+                        localizer_slices=localizer_slices)
     if loaded is None:
         raise ValueError(f"{study_dir}: no gradable axial T2 series")
     result = grade_loaded(loaded, models, configs, device, settings, min_box_score)

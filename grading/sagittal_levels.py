@@ -4,9 +4,10 @@ The locator marks vertebral bodies, discs and the sacrum on the middle sagittal 
 structures are placed in patient millimetres through the slices' geometry, ordered head to
 foot, and named by counting up from the sacrum: the disc just above it is the lumbosacral disc,
 the body above that the last lumbar vertebra, and so on. Where the thoracolumbar junction is in
-view (thoracic discs are thin: under ~7 mm), the lumbar vertebrae between it and the sacrum
-are counted: four or six of them is a transitional lumbosacral vertebra, named counting down
-from the junction and flagged. An axial slice is then named by the structure its plane crosses
+view (a run of at least two thin discs at the top: thoracic discs are under ~7 mm), the lumbar
+vertebrae between it and the sacrum are counted: four or six of them is a transitional
+lumbosacral vertebra, named counting down from the junction and flagged; any other count is
+not anatomy (degenerate lumbar discs are thin too), so the junction is ignored and said to be. An axial slice is then named by the structure its plane crosses
 next to the canal: a disc ('L4/L5') or a vertebral body ('L4').
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ MIN_AREA_MM2 = 40.0  # smaller components are noise
 THORACIC_DISC_MM = 7.0  # thoracic discs (4.5-6.5 mm) are thinner than lumbar ones (8.5-12)
 PLANE_TOLERANCE_MM = 1.5
 POSTERIOR_WALL_MM = 4.0  # the back of the column, where it faces the canal
+OFF_COLUMN_MM = 15.0  # a body centre is ~15 mm in front of the canal, a spinous process ~40 mm behind it
+NEIGHBOURS_MM = 45.0  # about a vertebra and a disc either way
 
 
 @dataclass
@@ -92,8 +95,55 @@ def _thickness(disc: Structure, above: Structure | None, below: Structure | None
     return float(np.percentile(along, 95) - np.percentile(along, 5))
 
 
+def _on_the_column(structures: list[Structure]) -> list[Structure]:
+    """Bodies and discs that lie on the column. The locator sometimes marks a spinous process, a
+    facet or bowel as a body; counted, each would shift every name above it. The column moves
+    smoothly forward and back with height, so a structure more than ``OFF_COLUMN_MM`` in front of
+    or behind the median of its neighbours (within ``NEIGHBOURS_MM`` in height) is dropped."""
+    column = [s for s in structures if s.kind != "sacrum"]
+    if len(column) < 4:
+        return structures
+    z = np.array([s.centre[2] for s in column])
+    y = np.array([s.centre[1] for s in column])
+    dropped = set()
+    for k, structure in enumerate(column):
+        near = np.abs(z - z[k]) <= NEIGHBOURS_MM
+        if near.sum() >= 3 and abs(y[k] - np.median(y[near])) > OFF_COLUMN_MM:
+            dropped.add(id(structure))
+    return [s for s in structures if id(s) not in dropped]
+
+
+def _merge_disc_fragments(structures: list[Structure]) -> list[Structure]:
+    """One disc per gap between bodies: a degenerate disc often comes out of the locator in
+    pieces, and each piece would otherwise be counted (and measured) as a disc of its own."""
+    out: list[Structure] = []
+    for s in structures:  # head first
+        if s.kind == "disc" and out and out[-1].kind == "disc":
+            out[-1] = Structure("disc", np.concatenate([out[-1].points, s.points]))
+        else:
+            out.append(s)
+    return out
+
+
+def _junction(discs: list[Structure], bodies: list[Structure]) -> Structure | None:
+    """The thoracolumbar disc: the lowest of a run of at least two thin discs at the top of the
+    view, each between two bodies in view (a disc cut by the field of view measures thin)."""
+    whole = [d for d in discs if any(b.centre[2] > d.centre[2] for b in bodies)]
+    run = []
+    for disc in whole:  # head first
+        over = [b for b in bodies if b.centre[2] > disc.centre[2]]
+        under = [b for b in bodies if b.centre[2] < disc.centre[2]]
+        if not under or _thickness(disc, over[-1], under[0]) >= THORACIC_DISC_MM:
+            break
+        run.append(disc)
+    return run[-1] if len(run) >= 2 else None
+
+
 def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], int | None]:
-    """Give every structure its name; returns (method, sure, flags, lumbar vertebrae counted)."""
+    """Give every structure its name; returns (method, sure, flags, lumbar vertebrae counted).
+    ``structures`` (head first) is updated in place: structures off the column are dropped and
+    disc fragments merged."""
+    structures[:] = _merge_disc_fragments(_on_the_column(structures))
     sacra = [s for s in structures if s.kind == "sacrum"]
     column = [s for s in structures if s.kind != "sacrum"]
     if not sacra:
@@ -105,23 +155,15 @@ def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], 
     discs = [s for s in above if s.kind == "disc"]
     if not bodies:
         return "no vertebral body above the sacrum in view", False, ["no lumbar vertebra in view"], None
-    # Thoracolumbar junction: the lowest thin disc, counting up from the sacrum, above which
-    # every disc in view is thin too.
-    heights = []
-    for disc in discs:
-        over = [b for b in bodies if b.centre[2] > disc.centre[2]]
-        under = [b for b in bodies if b.centre[2] < disc.centre[2]]
-        heights.append(_thickness(disc, over[-1] if over else None, under[0] if under else None))
-    thin = [h < THORACIC_DISC_MM for h in heights]
-    junction = None
-    for k in range(len(discs)):
-        if all(thin[:k + 1]) and (k + 1 == len(discs) or not thin[k + 1]):
-            junction = discs[k] if thin[k] else None
-            break
+    junction = _junction(discs, bodies)
+    count = None if junction is None else sum(b.centre[2] < junction.centre[2] for b in bodies)
     flags, sure = [], True
-    if junction is not None:
-        lumbar = [b for b in bodies if b.centre[2] < junction.centre[2]]
-        count = len(lumbar)
+    if count is not None and not 4 <= count <= 6:
+        flags.append(f"thin discs suggest T12/L1 with {count} lumbar vertebrae below it, which is not anatomy: "
+                     "levels counted up from the sacrum, assuming five lumbar vertebrae")
+        sure, count = False, None
+        method = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
+    elif count is not None:
         if count != 5:
             flags.append(f"{count} lumbar vertebrae between T12/L1 and the sacrum: a transitional lumbosacral "
                          "vertebra; levels named counting down from T12/L1")
@@ -129,7 +171,6 @@ def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], 
         method = f"named on the sagittal series: {count} lumbar vertebrae counted between the thoracolumbar " \
                  "junction (thin discs) and the sacrum"
     else:
-        count = None
         flags.append("T12/L1 not in view: a transitional vertebra cannot be excluded; levels counted up from the "
                      "sacrum, assuming five lumbar vertebrae")
         method = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"

@@ -36,7 +36,8 @@ from stages.inference import InferenceSettings, predict_slices, prepare_models
 from stages.models import build_model
 from stages.profiles import quick
 
-STAGES = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "report_s", "total_s")
+STAGES = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "locator_s", "report_s", "total_s")
+NO_LOCATOR = "fast, axial-only level names"  # the same run without the sagittal locator
 
 
 def make_study(root: Path, slices: int, matrix: int, seed: int = 0) -> Path:
@@ -141,7 +142,11 @@ def main() -> None:
             "fast, no inference mode": (replace(fast, inference_mode=False), 2, 2),
             "fast, serial decode and report": (fast, 1, 1),
         })
+    if "locator" in models:
+        runs[NO_LOCATOR] = (fast, 2, 2)
     prepared = {name: prepare_models(models, settings) for name, (settings, _, _) in runs.items()}
+    if NO_LOCATOR in prepared:
+        prepared[NO_LOCATOR] = {k: m for k, m in prepared[NO_LOCATOR].items() if k != "locator"}
 
     with tempfile.TemporaryDirectory() as tmp:
         study = make_study(Path(tmp), args.slices, args.matrix)
@@ -177,6 +182,8 @@ def main() -> None:
                                      for name in runs if name != "default settings"},
         "peak_rss_mb": {f"{args.memory_slices} slices of {args.memory_matrix}^2": rss, "imports only": imports_rss},
         "gpu_slices_per_s": gpu, "fast_settings": asdict(fast),
+        "level_naming_overhead": (medians["fast"]["total_s"] / medians[NO_LOCATOR]["total_s"] - 1
+                                  if NO_LOCATOR in medians else None),
     }
     print_table(summary, args.slices)
     if args.json:
@@ -198,7 +205,7 @@ def gpu_slices_per_s(models, configs, study: Path, bundle: Path, min_score: floa
 
 def print_table(summary: dict, slices: int) -> None:
     print(f"\n{summary['study']}, median of {summary['repeats']} repeats after a warm-up; {summary['machine']}")
-    columns = ("scan_s", "decode_s", "detector_s", "classifiers_s", "segmenter_s", "report_s", "total_s")
+    columns = STAGES
     print("| run | " + " | ".join(c[:-2] for c in columns) + " | s per slice | x faster than default |")
     print("|---|" + "---:|" * (len(columns) + 2))
     default = summary["medians_s"]["default settings"]["total_s"]
@@ -206,6 +213,9 @@ def print_table(summary: dict, slices: int) -> None:
         print(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in columns)
               + f" | {m['total_s'] / slices:.3f} | {default / m['total_s']:.2f} |")
     print(f"\nfast vs default settings: {summary['speedup_vs_default']:.2f}x faster")
+    if summary["level_naming_overhead"] is not None:
+        print(f"naming levels from the sagittal series costs {summary['level_naming_overhead']:+.1%} of the "
+              f"study's time (fast vs {NO_LOCATOR!r}, same run)")
     print(f"models: {summary['models_gflop_per_study']:.0f} GFLOP per study, {summary['models_gflops']:.0f} GFLOP/s "
           f"= {summary['models_gflops'] / summary['matmul_peak_gflops']:.0%} of the torch.matmul peak "
           f"({summary['matmul_peak_gflops']:.0f} GFLOP/s); whole pipeline {summary['pipeline_gflops']:.0f} GFLOP/s "

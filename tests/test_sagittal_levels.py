@@ -94,6 +94,44 @@ def test_without_the_junction_in_view_levels_count_up_from_the_sacrum_with_a_fla
     assert name_structures(structures)[2] == [] and _names(structures)[-2] == "L5/S1"
 
 
+def test_junction_evidence_that_is_not_anatomy_is_ignored_with_a_flag():
+    # Every lumbar disc degenerate (thin): "T12/L1" would sit just above the sacrum.
+    structures = [s for s in _column(5)]
+    for s in structures:
+        if s.kind == "disc":
+            middle = s.centre[2]
+            s.points = s.points[np.abs(s.points[:, 2] - middle) <= 2.5]
+    method, sure, flags, count = name_structures(structures)
+    assert count is None and not sure and "not anatomy" in flags[0]
+    assert _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
+    # One thin disc at the top of the view is not enough to call it the junction.
+    structures = _column(5, thoracic_in_view=1)
+    assert name_structures(structures)[3] is None and _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
+
+
+def test_a_disc_in_pieces_is_one_disc():
+    structures = _column(5)
+    disc = next(k for k, s in enumerate(structures) if s.kind == "disc" and s.centre[2] < 100)
+    piece = structures[disc]
+    left, right = piece.points[piece.points[:, 0] < 0], piece.points[piece.points[:, 0] >= 0]
+    structures[disc:disc + 1] = [Structure("disc", left), Structure("disc", right)]
+    method, sure, flags, count = name_structures(structures)
+    assert sure and count == 5 and sum(s.kind == "disc" for s in structures) == 7
+    assert [n for n in _names(structures) if "/" in n] == ["T11/T12", "T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5",
+                                                            "L5/S1"]
+
+
+def test_structures_off_the_column_are_not_counted():
+    """A spinous process taken for a body, 45 mm behind the column, changes no name."""
+    reference = _column(5)
+    name_structures(reference)
+    structures = _column(5)
+    l3 = next(s for s in structures if s.kind == "body" and 100 < s.centre[2] < 140)
+    structures.append(Structure("body", l3.points + np.array([0.0, 45.0, 0.0])))
+    structures.sort(key=lambda s: -s.centre[2])
+    assert name_structures(structures)[1] and _names(structures) == _names(reference)
+
+
 def test_no_sacrum_no_names():
     structures = _column(5, sacrum=False)
     method, sure, flags, count = name_structures(structures)
