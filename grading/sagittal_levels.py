@@ -7,8 +7,9 @@ the body above that the last lumbar vertebra, and so on. Where the thoracolumbar
 view (a run of at least two thin discs at the top: thoracic discs are under ~7 mm), the lumbar
 vertebrae between it and the sacrum are counted: four or six of them is a transitional
 lumbosacral vertebra, named counting down from the junction and flagged; any other count is
-not anatomy (degenerate lumbar discs are thin too), so the junction is ignored and said to be. An axial slice is then named by the structure its plane crosses
-next to the canal: a disc ('L4/L5') or a vertebral body ('L4').
+not anatomy (degenerate lumbar discs are thin too), so the junction is ignored and said to be.
+An axial slice is then named by the structure its plane crosses next to the canal: a disc
+('L4/L5') or a vertebral body ('L4').
 """
 from __future__ import annotations
 
