@@ -41,7 +41,7 @@ def quick(seed: int = 0) -> Profile:
         "level": TrainSettings(epochs=8, batch_size=32, lr=1e-3, seed=seed),
         "grade": TrainSettings(epochs=12, batch_size=32, lr=1e-3, seed=seed),
         "segmenter": TrainSettings(epochs=12, batch_size=32, lr=1e-3, balanced=False, seed=seed),
-        "locator": TrainSettings(epochs=12, batch_size=8, lr=2e-3, balanced=False, seed=seed, max_val_items=40,
+        "locator": TrainSettings(epochs=40, batch_size=8, lr=2e-3, balanced=False, seed=seed, max_val_items=40,
                                  samples_per_epoch=320),
     }, detector_slices_per_patient=8)
 
@@ -73,7 +73,7 @@ def demo(seed: int = 0) -> Profile:
     """The quick profile cut to fit grade-demo's 15 minutes on two cores: fewer epochs everywhere
     (the detector reaches ~95% of slices at IoU >= 0.5 instead of ~98%)."""
     base = quick(seed)
-    shorter = {"detector": 5, "level": 3, "grade": 5, "segmenter": 8, "locator": 6}
+    shorter = {"detector": 5, "level": 3, "grade": 5, "segmenter": 8, "locator": 24}
     return Profile("demo", base.configs,
                    {stage: replace(settings, epochs=shorter[stage]) for stage, settings in base.settings.items()},
                    detector_slices_per_patient=base.detector_slices_per_patient)
@@ -101,7 +101,7 @@ def transfer(seed: int = 0) -> Profile:
     """The quick models trained long enough to transfer to real scans: three times the
     detector's draws, more epochs for every stage (about an hour on two CPU cores)."""
     base = quick(seed)
-    longer = {"detector": 24, "level": 12, "grade": 18, "segmenter": 18, "locator": 16}
+    longer = {"detector": 24, "level": 12, "grade": 18, "segmenter": 18, "locator": 60}
     return Profile("transfer", base.configs,
                    {stage: replace(settings, epochs=longer[stage]) for stage, settings in base.settings.items()},
                    detector_slices_per_patient=12)

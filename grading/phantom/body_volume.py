@@ -61,11 +61,6 @@ class _BodyPainter:
         xk, yk = line.points[order, 0], line.points[order, 1]
         self.xk = 0.5 * xk + 0.5 * np.polyval(np.polyfit(self.zk, xk, 1), self.zk)
         self.yk = 0.35 * yk + 0.65 * np.polyval(np.polyfit(self.zk, yk, 1), self.zk)
-        # Where the canal itself lies in each section (body axes): what the spine's muscles and
-        # vessels hang on, while the outline follows the straightened axis.
-        c, sn = np.cos(np.deg2rad(hab.roll_deg)), np.sin(np.deg2rad(hab.roll_deg))
-        dx, dy = xk - self.xk, yk - self.yk
-        self.canal_xy = (c * dx + sn * dy, -sn * dx + c * dy)
         z_axis = np.arange(self.zk[0] - 10, self.zk[-1] + 10 + dz / 2, dz)
         width = hab.half_width * 1.25 + 10
         y_axis = np.arange(-(hab.front_depth * 1.1 + 10), hab.back_depth * 1.1 + 10 + h / 2, h)
@@ -78,10 +73,6 @@ class _BodyPainter:
 
     def s_of(self, z):
         return np.interp(z, self.zk, self.sk)
-
-    def canal(self, z) -> tuple[np.ndarray, np.ndarray]:
-        """The canal centre (x', y') in the sections at heights ``z``."""
-        return np.interp(z, self.zk, self.canal_xy[0]), np.interp(z, self.zk, self.canal_xy[1])
 
     def z_of(self, s: float) -> float:
         return float(np.interp(s, self.sk[::-1], self.zk[::-1]))
@@ -131,27 +122,28 @@ class _BodyPainter:
         paint(box, inner, Label.ABDOMINAL_WALL)
         wall = 9 + 5 * hab.muscle_bulk
         paint(box, self.outline(box, hab.front_fat + wall, hab.back_fat + 1.5, hab.side_fat + wall), Label.VISCERAL_FAT)
-        # Behind the spine, inside the thoracolumbar fascia: fat for the paraspinal muscles to fill.
-        ox, oy = self.canal(box.a)
-        x, y = box.c - ox, box.b - oy
-        reach = 70 + 14 * hab.muscle_bulk
-        compartment = inner & (y > 2.0 + 6.0 * (np.abs(x) / 60.0) ** 2) & (np.abs(x) < reach)
+        # Behind the transverse processes, inside the thoracolumbar fascia: fat, then the erector
+        # spinae on each side (multifidus follows in muscles()), so fat planes part the muscles.
+        _, back, _ = self.extents(self.s_of(box.a))
+        room = back - hab.back_fat - 1.5
+        width = 26 + 12 * hab.muscle_bulk
+        x, y = box.c, box.b
+        compartment = inner & (y > 2.0 + 6.0 * (np.abs(x) / 60.0) ** 2) & (np.abs(x) < 2.1 * width + 12)
         paint(box, compartment, Label.INTERMUSCULAR_FAT)
+        for sign in (-1, 1):
+            erector = ellipse(x, y, sign * (width + 14), 3 + room * 0.5, width + 6, room * 0.52)
+            paint(box, compartment & erector, Label.ERECTOR_SPINAE)
 
     # --- muscles ------------------------------------------------------------------------------
-    def tube(self, s_lo: float, s_hi: float, profile, label: int, only=None, angle: float = 0.0,
-             on_spine: bool = False) -> None:
-        """An elliptic tube along the body: ``profile(s)`` gives (cx, cy, ax, ay) per section
-        (relative to the canal with ``on_spine``); painted within its own bounding box only."""
+    def tube(self, s_lo: float, s_hi: float, profile, label: int, only=None, angle: float = 0.0) -> None:
+        """An elliptic tube along the body: ``profile(s)`` gives (cx, cy, ax, ay) per section;
+        painted within its own bounding box only."""
         z0, z1 = sorted((self.z_of(s_lo), self.z_of(s_hi)))
         span = self.grid._span(self.grid.a, z0, z1)
         if span.start >= span.stop:
             return
         s = self.s_of(self.grid.a[span])
         cx, cy, ax, ay = (np.broadcast_to(np.asarray(v, float), s.shape) for v in profile(s))
-        if on_spine:
-            ox, oy = self.canal(self.grid.a[span])
-            cx, cy = cx + ox, cy + oy
         reach = np.maximum(ax, ay)
         box = self.grid.box((z0, z1), (float((cy - reach).min()), float((cy + reach).max())),
                             (float((cx - reach).min()), float((cx + reach).max())))
@@ -163,55 +155,25 @@ class _BodyPainter:
                        np.maximum(ay[k], 0.01)[col], angle)
         self.grid.paint(box, mask, label, only=only)
 
-    def paraspinal(self) -> None:
-        """Each side's paraspinal mass: a rounded block lying on the laminae and transverse
-        processes against the spinous process, out to the fascia. Fat planes part it into the
-        multifidus (medial; the largest low down, nearly all of it over the sacrum), longissimus
-        and iliocostalis (lateral, thinning out below L4). The spine's bones, painted later, win."""
-        p, hab = self.p, self.p.habitus
-        sac = p.sacrum
-        mids = [(v.start + v.end) / 2 for v in p.vertebrae]
-        reach_max = max(v.transverse_reach for v in p.vertebrae) + 16 + 8 * max(hab.muscle_bulk - 1, 0) + 4
-        ox_all, oy_all = self.canal(self.grid.a)
-        for sign in (-1, 1):
-            x_lo, x_hi = float(ox_all.min()) - 2, float(ox_all.max()) + reach_max
-            box = self.box(0, sac.start + 0.75 * (sac.end - sac.start), (float(oy_all.min()) - 12, 1e4),
-                           (x_lo, x_hi) if sign > 0 else (-x_hi, -x_lo))
-            s = self.s_of(box.a)
-            ox, oy = self.canal(box.a)
-            x, y = (box.c - ox) * sign, box.b - oy  # x: lateral distance on this side
-            _, back, _ = self.extents(s)
-            fascia = back - oy - hab.back_fat - 1.5
-            reach = np.interp(s, mids, [v.transverse_reach for v in p.vertebrae])
-            lamina = np.interp(s, mids, [v.canal_depth for v in p.vertebrae]) / 2 + 2.5
-            half_canal = np.interp(s, mids, [v.canal_width for v in p.vertebrae]) / 2
-            # Over the sacrum the mass narrows and sinks onto its dorsal surface between the iliac crests.
-            taper = self.level(s, [(0, 1.0), (self.l_last.start, 1.0), (sac.start + 25, 0.8), (sac.end, 0.35)])
-            width = (reach + 16 + 8 * (hab.muscle_bulk - 1)) * taper
-            share = self.level(s, [(0, 0.28), (self.l1.start, 0.32), (self.l_last.start - 20, 0.42),
-                                   (self.l_last.end, 0.6), (sac.start + 20, 0.85), (sac.end, 0.95)])
-            front = lamina - 5 * np.clip((x - 10) / np.maximum(reach - 10, 1), 0, 1.2)  # down to the TPs
-            depth = np.maximum(fascia - lamina, 8)
-            mass = ellipse(x, y, 1.5 + width / 2, lamina + depth / 2 - 2, width / 2, depth / 2 + 3, power=3.0)
-            mass &= (y > front) & (x > 1.2)
-            paint = self.grid.paint
-            paint(box, mass, Label.ERECTOR_SPINAE, only=(Label.INTERMUSCULAR_FAT,))
-            # Multifidus: medial to a plane running back and out from the facet-lamina junction.
-            a, b = (half_canal + 7, lamina), (1.5 + share * width, lamina + depth + 2)
-            medial = (b[0] - a[0]) * (y - a[1]) - (b[1] - a[1]) * (x - a[0]) > 0
-            paint(box, mass & medial, Label.MULTIFIDUS, only=(Label.ERECTOR_SPINAE,))
-            paint(box, mass & capsule(x, y, a, b, 1.1), Label.INTERMUSCULAR_FAT)
-            # Longissimus | iliocostalis (a fibrous septum), above the last lumbar level.
-            c, d = (reach * 0.8, lamina - 4), (1.5 + (share + (1 - share) * 0.6) * width, lamina + depth + 2)
-            paint(box, mass & capsule(x, y, c, d, 0.8) & (s < self.l_last.start), Label.FASCIA)
-
     def muscles(self) -> None:
         p, hab = self.p, self.p.habitus
         bulk = hab.muscle_bulk
         sac = p.sacrum
         bottom = sac.end
         cd = 14.0
-        self.paraspinal()
+        back_room = hab.back_depth - hab.back_fat
+        m_knots = [(0, 0.55), (self.l1.start, 0.65), (self.l_last.end, 1.0), (sac.start + 40, 0.8), (bottom, 0.3)]
+        for sign in (-1, 1):
+            # Multifidus beside the spinous processes (largest low down), parted from the erector
+            # spinae by a thin plane of fat.
+            def multifidus(s, sign=sign, grow=0.0):
+                size = bulk * self.level(s, m_knots)
+                return (sign * (6 + 8 * size), cd / 2 + back_room * 0.47, 8 * size + 5 + grow,
+                        back_room * 0.44 + grow)
+
+            self.tube(0, bottom, lambda s, sg=sign: multifidus(s, sg, 1.2), Label.INTERMUSCULAR_FAT,
+                      only=(Label.ERECTOR_SPINAE,))
+            self.tube(0, bottom, multifidus, Label.MULTIFIDUS, only=(Label.ERECTOR_SPINAE, Label.INTERMUSCULAR_FAT))
         # Quadratus lumborum: lateral to the transverse processes, T12 to the iliac crest.
         q_knots = [(p.vertebra("T12").start, 0.0), (self.l1.start, 0.6), (self.l3.end, 1.0),
                    (self.l_last.start, 0.7), (self.l_last.end, 0.0)]
@@ -220,8 +182,7 @@ class _BodyPainter:
                 size = bulk * self.level(s, q_knots)
                 return sign * (58 + 8 * size), -2.0, 16 * size, 10 * size
 
-            self.tube(p.vertebra("T12").start, self.l_last.end, ql, Label.QUADRATUS_LUMBORUM, angle=sign * 0.45,
-                      on_spine=True)
+            self.tube(p.vertebra("T12").start, self.l_last.end, ql, Label.QUADRATUS_LUMBORUM, angle=sign * 0.45)
         # Psoas: against the vertebral bodies from L1, growing to ~40 mm at L5, then forwards into the pelvis.
         ps_knots = [(self.l1.start - 10, 0.0), (self.l1.end, 0.35), (self.l_last.end, 1.0), (sac.start + 50, 1.0),
                     (bottom, 0.9)]
@@ -237,7 +198,7 @@ class _BodyPainter:
                 ax, ay = 6 + 13 * size, 7 + 14 * size
                 return sign * (half + ax * 0.75 + lateral), -(cd / 2 + depth * 0.45) - forward, ax, ay
 
-            self.tube(self.l1.start - 10, bottom, psoas, Label.PSOAS, angle=sign * 0.3, on_spine=True)
+            self.tube(self.l1.start - 10, bottom, psoas, Label.PSOAS, angle=sign * 0.3)
 
     # --- organs -------------------------------------------------------------------------------
     def kidneys(self) -> None:
@@ -289,13 +250,13 @@ class _BodyPainter:
         def front(s):
             return -(7 + np.interp(s, tops, depths)) - 2
 
-        self.tube(0, split, lambda s: (10.0, front(s) - 11, 10.5, 10.5), Label.AORTA, only=only, on_spine=True)
-        self.tube(0, vein_split, lambda s: (-14.0, front(s) - 8, 11.5, 8.0), Label.IVC, only=only, on_spine=True)
+        self.tube(0, split, lambda s: (10.0, front(s) - 11, 10.5, 10.5), Label.AORTA, only=only)
+        self.tube(0, vein_split, lambda s: (-14.0, front(s) - 8, 11.5, 8.0), Label.IVC, only=only)
         for sign in (-1, 1):
             self.tube(split, end, lambda s, sg=sign: (10 + sg * (s - split) * 0.45, front(s) - 11 + (s - split) * 0.045,
-                                                      6.0, 6.0), Label.AORTA, only=only, on_spine=True)
+                                                      6.0, 6.0), Label.AORTA, only=only)
             self.tube(vein_split, end, lambda s, sg=sign: (-14 + sg * (s - vein_split) * 0.45, front(s) - 6, 7.0, 6.0),
-                      Label.IVC, only=only, on_spine=True)
+                      Label.IVC, only=only)
 
     def bowel(self) -> None:
         """Loops of bowel packed into the abdomen, each an oblique tube with its wall and a content
@@ -328,13 +289,13 @@ class _BodyPainter:
         sac = p.sacrum
         top = self.l_last.start + 0.3 * (self.l_last.end - self.l_last.start)
         bottom = sac.start + 70
+        box = self.box(top, bottom, (-130.0, 70.0))
+        s = self.s_of(box.a)
+        x, y = box.c, box.b
+        t = np.clip((s - top) / (bottom - top), 0, 1)
         # The wing runs from the sacroiliac joint forwards and outwards; it starts as the crest.
+        joint = (sac.ala_reach + 2) * (0.9 + 0.25 * (1 - t))
         for sign in (-1, 1):
-            box = self.box(top, bottom, (-130.0, 70.0), (0.0, 1e4) if sign > 0 else (-1e4, 0.0))
-            s = self.s_of(box.a)
-            x, y = box.c, box.b
-            t = np.clip((s - top) / (bottom - top), 0, 1)
-            joint = (sac.ala_reach + 2) * (0.9 + 0.25 * (1 - t))
             p0 = (sign * joint, 12 - 18 * t)
             reach = (hab.half_width - hab.side_fat - 18) * (0.85 - 0.15 * t)
             p1 = (sign * reach, -35 - 35 * t)
@@ -350,7 +311,7 @@ class _BodyPainter:
             paint(box, capsule(x, y, p0, p1, np.maximum(thick - 1.4, 0.5)), Label.ILIUM)
 
 
-def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: float = 1.5) -> BodyVolume:
+def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: float = 3.0) -> BodyVolume:
     painter = _BodyPainter(patient, line, h, dz)
     painter.layers()
     painter.muscles()

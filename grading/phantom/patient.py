@@ -231,7 +231,7 @@ def make_patient(rng: np.random.Generator) -> Patient:
     by_name = {v.name: v for v in vertebrae}
     # Conus tip: mean at the L1/L2 disc, range T12 to L2 (Saifuddin et al. 1998).
     conus = float(np.clip(rng.normal(by_name["L1"].end + 3, 9.0), by_name["T12"].start + 8, by_name["L2"].end - 5))
-    base = float(rng.normal(185, 25))
+    base = float(rng.normal(170, 22))
     sac_area = {}
     for v in vertebrae:
         if v.region == "T":

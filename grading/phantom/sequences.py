@@ -226,7 +226,7 @@ class SeriesRenderer:
         big = (shape[0] + shape[0] // 2, shape[1] + shape[1] // 2)
         texture = 0.6 * smooth_field(big, 1.2 / spacing, rng) + 0.8 * smooth_field(big, 5.0 / spacing, rng)
         stretch = (1.0, 3.5) if rng.random() < 0.5 else (3.5, 1.0)
-        lines = np.exp(-(smooth_field(big, 2.0 / spacing, rng, stretch) / 0.07) ** 2)
+        lines = np.exp(-(smooth_field(big, 2.0 / spacing, rng, stretch) / 0.12) ** 2)
         lines *= smooth_field(big, 6.0 / spacing, rng) > -0.3
         self.texture = _Pool(np.stack([texture, lines]).astype(np.float32), shape)
         self.noise = _Pool(rng.standard_normal((2, *big), np.float32), shape)
@@ -240,7 +240,7 @@ class SeriesRenderer:
         signal = signal * (1 + _TEXTURE[central] * texture)
         streaks = _STREAKS[central]
         if streaks.any():
-            mix = np.clip(0.6 * streaks * self.muscle_streaks * lines, 0, 0.7)
+            mix = np.clip(streaks * self.muscle_streaks * lines, 0, 0.9)
             signal += mix * (self.fat_signal - table[central])
         metal = np.zeros(signal.shape, bool)
         for lab in sub_labels:

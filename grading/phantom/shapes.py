@@ -65,8 +65,6 @@ def ellipse(x, y, cx, cy, ax, ay, angle=0.0, power: float = 2.0) -> np.ndarray:
         return x2 + y2 <= 1.0
     if power == 4.0:  # a rounded square (vertebral bodies), without a slow fractional power
         return x2 * x2 + y2 * y2 <= 1.0
-    if power == 3.0:  # a squarer oval (muscle bellies), likewise
-        return x2 * np.sqrt(x2) + y2 * np.sqrt(y2) <= 1.0
     return x2 ** (power / 2) + y2 ** (power / 2) <= 1.0
 
 
