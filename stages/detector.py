@@ -185,11 +185,38 @@ def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None
         model.roi_heads.detections_per_img = detections_per_img
 
 
+MIDLINE_BAND = 0.2  # the canal's centre lies within this fraction of the body's width of its middle
+
+
+def body_midline(image: np.ndarray) -> tuple[float, float] | None:
+    """(middle column, body width) of the patient's body on a normalised slice, from the columns
+    that hold tissue rather than air; None when the slice is all one thing."""
+    tissue = image > 0.1 * float(np.percentile(image, 99))
+    columns = np.nonzero(tissue.mean(0) > 0.05)[0]
+    if len(columns) < 2:
+        return None
+    left, right = np.percentile(columns, [2, 98])
+    return float(left + right) / 2, float(right - left)
+
+
+def _on_the_midline(boxes: np.ndarray, image: np.ndarray, band: float) -> np.ndarray:
+    """Which boxes (x0, y0, x1, y1) have their centre near the body's left-right middle: the
+    spinal canal always does, while the skin edge, bowel or a kidney, which a detector trained
+    on phantoms may box on an unfamiliar scanner, mostly do not."""
+    midline = body_midline(image)
+    if midline is None:
+        return np.ones(len(boxes), bool)
+    middle, width = midline
+    return np.abs((boxes[:, 0] + boxes[:, 2]) / 2 - middle) <= band * width
+
+
 @torch.no_grad()
 def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]], config: DetectorConfig,
-           batch_size: int = 8, device: str | torch.device | None = None) -> list[Detection | None]:
-    """The top-scoring canal box of each slice, or None where the detector found none
-    (``device`` None: the model's own). Slices of one size are batched together."""
+           batch_size: int = 8, device: str | torch.device | None = None,
+           midline_band: float | None = MIDLINE_BAND) -> list[Detection | None]:
+    """The top-scoring canal box of each slice near the body's midline (``midline_band`` None:
+    anywhere), or None where the detector found none (``device`` None: the model's own). Slices
+    of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
     prepared = [detector_input(img, sp, config) for img, sp in zip(images, spacings)]
@@ -202,12 +229,16 @@ def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[flo
             chunk = indices[start:start + batch_size]
             outputs = model([to_model_input(prepared[i][0]).to(device) for i in chunk])
             for i, out in zip(chunk, outputs):
-                if len(out["boxes"]) == 0:
+                boxes, scores = out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy()
+                if midline_band is not None and len(boxes):
+                    keep = _on_the_midline(boxes, prepared[i][0], midline_band)
+                    boxes, scores = boxes[keep], scores[keep]
+                if len(boxes) == 0:
                     continue
-                best = int(torch.argmax(out["scores"]))
+                best = int(np.argmax(scores))
                 scale = prepared[i][1]
-                box = scale_box(out["boxes"][best].float().cpu().numpy(), (1 / scale[0], 1 / scale[1]))
-                results[i] = Detection(tuple(float(v) for v in box), float(out["scores"][best]))
+                box = scale_box(boxes[best], (1 / scale[0], 1 / scale[1]))
+                results[i] = Detection(tuple(float(v) for v in box), float(scores[best]))
     return results
 
 

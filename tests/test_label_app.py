@@ -263,7 +263,8 @@ def test_review_shows_grade_study_calls_and_records_corrections(study, tmp_path)
     row = read_label_table(table, TRAINING_COLUMNS).iloc[0]
     assert (row.rater, row.grade, row.label_source, row.box_source) == ("S1", "D", "review-corrected", "call")
     box = tuple(row[c] for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
-    assert box == pytest.approx(tuple(calls.loc[0, ["box_x0", "box_y0", "box_x1", "box_y1"]]), abs=0.01)
+    call_box = tuple(float(v) for v in calls.loc[0, ["box_x0", "box_y0", "box_x1", "box_y1"]])
+    assert box == pytest.approx(call_box, abs=0.01)
 
 
 def test_export_only_writes_the_table_from_the_store(tmp_path):

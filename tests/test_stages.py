@@ -362,3 +362,29 @@ def test_inference_and_bundles_import_no_training_only_library():
             "print(','.join(m for m in ('albumentations', 'sklearn') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
+
+
+class _TwoBoxes(torch.nn.Module):
+    """A 'detector' that boxes the skin edge (score 0.9) and the midline (score 0.7) of any slice."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        boxes = torch.tensor([[8.0, 40.0, 18.0, 50.0], [45.0, 40.0, 55.0, 50.0]])
+        return [{"boxes": boxes, "scores": torch.tensor([0.9, 0.7])} for _ in images]
+
+
+def test_the_canal_box_is_taken_near_the_bodys_midline():
+    from stages.detector import detect
+    from stages.profiles import quick
+
+    config = quick().configs.detector
+    image = np.zeros((100, 100), np.float32)
+    image[20:80, 10:90] = 1.0  # the body, air either side
+    spacing = (config.pixel_mm, config.pixel_mm)  # the detector's own pixel size: boxes come back as given
+    near_midline, = detect(_TwoBoxes(), [image], [spacing], config)
+    anywhere, = detect(_TwoBoxes(), [image], [spacing], config, midline_band=None)
+    assert near_midline.box == pytest.approx((45, 40, 55, 50)) and near_midline.score == pytest.approx(0.7)
+    assert anywhere.box == pytest.approx((8, 40, 18, 50))
