@@ -23,7 +23,7 @@ from stages.inference import predict_slices
 from stages.profiles import Profile
 from stages.records import SliceRecord
 from stages.stage_builders import SELECTED_BY, stage_training
-from stages.train_loop import fit
+from stages.train_loop import fit, seed_everything
 from stages.vocabulary import CLASSIFIED, FROM_CLASSIFIER, FROM_LABELS, GRADES, LEVELS, NO_CANAL, NOT_CLASSIFIED
 
 
@@ -58,6 +58,7 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
     n_patients = len(train_patients)
     for stage in request.stages:
         settings = _settings(request, stage, n_patients)
+        seed_everything(settings.seed)  # the stage starts the same whichever stages trained before it
         stage_train, stage_val = train, val
         if stage == "locator":
             stage_train = [r for r in request.column_records if r.patient in train_patients]

@@ -388,3 +388,17 @@ def test_the_canal_box_is_taken_near_the_bodys_midline():
     anywhere, = detect(_TwoBoxes(), [image], [spacing], config, midline_band=None)
     assert near_midline.box == pytest.approx((45, 40, 55, 50)) and near_midline.score == pytest.approx(0.7)
     assert anywhere.box == pytest.approx((8, 40, 18, 50))
+
+
+def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
+    """The shared run (detector, segmenter, locator) and a locator-only run must agree: each
+    stage's model is initialised from its own seed, not from what earlier stages left."""
+    from stages.cross_validation import train_stages
+
+    records = make_records(n_patients=4, per_patient=4)
+    train, val = records[:12], records[12:]
+    alone, _ = train_stages(train, val, CVRequest(stages=("level",), profile=smoke()), tmp_path / "a", progress=False)
+    after, _ = train_stages(train, val, CVRequest(stages=("grade", "level"), profile=smoke()), tmp_path / "b",
+                            progress=False)
+    for k, v in alone["level"].state_dict().items():
+        assert torch.equal(v, after["level"].state_dict()[k]), k
