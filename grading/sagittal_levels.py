@@ -29,6 +29,7 @@ PLANE_TOLERANCE_MM = 1.5
 POSTERIOR_WALL_MM = 4.0  # the back of the column, where it faces the canal
 OFF_COLUMN_MM = 15.0  # a body centre is ~15 mm in front of the canal, a spinous process ~40 mm behind it
 NEIGHBOURS_MM = 45.0  # about a vertebra and a disc either way
+FROM_THE_SACRUM = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
 
 
 @dataclass
@@ -163,7 +164,7 @@ def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], 
         flags.append(f"thin discs suggest T12/L1 with {count} lumbar vertebrae below it, which is not anatomy: "
                      "levels counted up from the sacrum, assuming five lumbar vertebrae")
         sure, count = False, None
-        method = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
+        method = FROM_THE_SACRUM
     elif count is not None:
         if count != 5:
             flags.append(f"{count} lumbar vertebrae between T12/L1 and the sacrum: a transitional lumbosacral "
@@ -174,7 +175,7 @@ def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], 
     else:
         flags.append("T12/L1 not in view: a transitional vertebra cannot be excluded; levels counted up from the "
                      "sacrum, assuming five lumbar vertebrae")
-        method = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
+        method = FROM_THE_SACRUM
     n_lumbar = count if count is not None else 5
     # Name bodies bottom-up: the last lumbar first, then up through the thoracic spine.
     ordered = sorted(bodies, key=lambda b: b.centre[2])
