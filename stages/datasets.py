@@ -98,7 +98,9 @@ class DetectionData(Dataset):
             out_labels[:part.shape[0], :part.shape[1]] = labels[r0:r0 + size, c0:c0 + size]
         if box is not None:
             x0, y0, x1, y1 = box[0] - c0, box[1] - r0, box[2] - c0, box[3] - r0
-            inside = (min(x1, size) - max(x0, 0)) * (min(y1, size) - max(y0, 0)) / max((x1 - x0) * (y1 - y0), 1e-6)
+            # Each overlap clamped at 0: a box beyond the crop on both axes has two negative overlaps.
+            overlap = max(0.0, min(x1, size) - max(x0, 0)) * max(0.0, min(y1, size) - max(y0, 0))
+            inside = overlap / max((x1 - x0) * (y1 - y0), 1e-6)
             box = (max(0.0, x0), max(0.0, y0), min(float(size), x1), min(float(size), y1)) if inside > 0.6 else None
         return out, out_labels, box
 

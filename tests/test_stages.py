@@ -402,3 +402,22 @@ def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
                             progress=False)
     for k, v in alone["level"].state_dict().items():
         assert torch.equal(v, after["level"].state_dict()[k]), k
+
+
+def test_detector_crops_far_from_the_box_carry_no_box():
+    """A crop that misses the canal on both axes is background, not a box with negative size
+    (the two negative overlaps once multiplied to a positive 'inside' share)."""
+    from stages.datasets import DetectionData
+    from stages.detector import DetectorConfig
+
+    config = DetectorConfig(pixel_mm=1.0, train_crop=32)
+    record = SliceRecord("c", "p", np.zeros((128, 128), np.float32), (1.0, 1.0), (90.0, 90.0, 110.0, 110.0),
+                         "rootlet", "A")
+    data = DetectionData([record], config, crop=True)
+    data._window = lambda shape, box: (0, 0)  # the top-left corner: box beyond it on both axes
+    image, _, target = data[0]
+    assert image.shape == (32, 32)
+    assert target["boxes"].shape == (0, 4)
+    data._window = lambda shape, box: (85, 85)  # the canal inside the crop
+    _, _, target = data[0]
+    assert target["boxes"].tolist() == [[5.0, 5.0, 25.0, 25.0]]
