@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -186,36 +187,53 @@ def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None
 
 
 MIDLINE_BAND = 0.2  # the canal's centre lies within this fraction of the body's width of its middle
+SKIN_DEPTH_MM = 15.0  # ... and deeper than this under the skin (back muscles and fat are thicker, even when thin)
 
 
-def body_midline(image: np.ndarray) -> tuple[float, float] | None:
-    """(middle column, body width) of the patient's body on a normalised slice, from the columns
-    that hold tissue rather than air; None when the slice is all one thing."""
+def body_silhouette(image: np.ndarray) -> np.ndarray:
+    """The patient's cross-section on a normalised slice: tissue brighter than a tenth of the
+    99th percentile, holes filled (CSF, fat or bowel that read dark on some sequence are inside
+    it), the largest piece only (arms, coil and table parts are not)."""
     tissue = image > 0.1 * float(np.percentile(image, 99))
-    columns = np.nonzero(tissue.mean(0) > 0.05)[0]
+    pieces, n = ndimage.label(ndimage.binary_fill_holes(ndimage.binary_closing(tissue, iterations=2)))
+    if n == 0:
+        return tissue
+    largest = 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, n + 1))))
+    return pieces == largest
+
+
+def body_midline(silhouette: np.ndarray) -> tuple[float, float] | None:
+    """(middle column, width) of the patient's cross-section; None when it is empty."""
+    columns = np.nonzero(silhouette.mean(0) > 0.05)[0]
     if len(columns) < 2:
         return None
     left, right = np.percentile(columns, [2, 98])
     return float(left + right) / 2, float(right - left)
 
 
-def _on_the_midline(boxes: np.ndarray, image: np.ndarray, band: float) -> np.ndarray:
-    """Which boxes (x0, y0, x1, y1) have their centre near the body's left-right middle: the
-    spinal canal always does, while the skin edge, bowel or a kidney, which a detector trained
-    on phantoms may box on an unfamiliar scanner, mostly do not."""
-    midline = body_midline(image)
+def _plausible(boxes: np.ndarray, image: np.ndarray, spacing: tuple[float, float], band: float) -> np.ndarray:
+    """Which boxes (x0, y0, x1, y1) could be the canal: centre well inside the patient (``SKIN_DEPTH_MM``;
+    the edge of the field of view counts as skin) and near the body's left-right middle. The
+    canal always is; the air behind the back, the skin edge, bowel or a kidney, which a detector
+    trained on phantoms may box on an unfamiliar scanner, are not."""
+    silhouette = body_silhouette(image)
+    midline = body_midline(silhouette)
     if midline is None:
         return np.ones(len(boxes), bool)
     middle, width = midline
-    return np.abs((boxes[:, 0] + boxes[:, 2]) / 2 - middle) <= band * width
+    depth_mm = ndimage.distance_transform_edt(np.pad(silhouette, 1), sampling=spacing)[1:-1, 1:-1]
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    rows = np.clip(cy.astype(int), 0, image.shape[0] - 1)
+    cols = np.clip(cx.astype(int), 0, image.shape[1] - 1)
+    return (np.abs(cx - middle) <= band * width) & (depth_mm[rows, cols] >= SKIN_DEPTH_MM)
 
 
 @torch.no_grad()
 def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]], config: DetectorConfig,
            batch_size: int = 8, device: str | torch.device | None = None,
            midline_band: float | None = MIDLINE_BAND) -> list[Detection | None]:
-    """The top-scoring canal box of each slice near the body's midline (``midline_band`` None:
-    anywhere), or None where the detector found none (``device`` None: the model's own). Slices
+    """The top-scoring canal box of each slice deep inside the body and near its midline
+    (``midline_band`` None: anywhere), or None where the detector found none (``device`` None: the model's own). Slices
     of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
@@ -230,13 +248,14 @@ def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[flo
             outputs = model([to_model_input(prepared[i][0]).to(device) for i in chunk])
             for i, out in zip(chunk, outputs):
                 boxes, scores = out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy()
+                image, scale = prepared[i]
                 if midline_band is not None and len(boxes):
-                    keep = _on_the_midline(boxes, prepared[i][0], midline_band)
+                    keep = _plausible(boxes, image, (spacings[i][0] / scale[0], spacings[i][1] / scale[1]),
+                                      midline_band)
                     boxes, scores = boxes[keep], scores[keep]
                 if len(boxes) == 0:
                     continue
                 best = int(np.argmax(scores))
-                scale = prepared[i][1]
                 box = scale_box(boxes[best], (1 / scale[0], 1 / scale[1]))
                 results[i] = Detection(tuple(float(v) for v in box), float(scores[best]))
     return results

@@ -364,30 +364,33 @@ def test_inference_and_bundles_import_no_training_only_library():
     assert loaded == ""
 
 
-class _TwoBoxes(torch.nn.Module):
-    """A 'detector' that boxes the skin edge (score 0.9) and the midline (score 0.7) of any slice."""
+class _FourBoxes(torch.nn.Module):
+    """A 'detector' that boxes the air behind the back on the midline (score 0.95), the skin of
+    the back on the midline (0.92), the skin at the side (0.9) and the middle of the body (0.7)."""
 
     def __init__(self):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, images):
-        boxes = torch.tensor([[8.0, 40.0, 18.0, 50.0], [45.0, 40.0, 55.0, 50.0]])
-        return [{"boxes": boxes, "scores": torch.tensor([0.9, 0.7])} for _ in images]
+        boxes = torch.tensor([[45.0, 85.0, 55.0, 95.0], [45.0, 72.0, 55.0, 82.0], [8.0, 40.0, 18.0, 50.0],
+                              [45.0, 40.0, 55.0, 50.0]])
+        return [{"boxes": boxes, "scores": torch.tensor([0.95, 0.92, 0.9, 0.7])} for _ in images]
 
 
-def test_the_canal_box_is_taken_near_the_bodys_midline():
+def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
     from stages.detector import detect
     from stages.profiles import quick
 
     config = quick().configs.detector
     image = np.zeros((100, 100), np.float32)
-    image[20:80, 10:90] = 1.0  # the body, air either side
+    image[20:80, 10:90] = 1.0  # the body, air around it; the second box's centre is 3 px (4 mm) under the skin
+    image[45:55, 45:55] = 0.0  # something dark inside it (the canal on a T1 or Dixon fat image)
     spacing = (config.pixel_mm, config.pixel_mm)  # the detector's own pixel size: boxes come back as given
-    near_midline, = detect(_TwoBoxes(), [image], [spacing], config)
-    anywhere, = detect(_TwoBoxes(), [image], [spacing], config, midline_band=None)
-    assert near_midline.box == pytest.approx((45, 40, 55, 50)) and near_midline.score == pytest.approx(0.7)
-    assert anywhere.box == pytest.approx((8, 40, 18, 50))
+    plausible, = detect(_FourBoxes(), [image], [spacing], config)
+    anywhere, = detect(_FourBoxes(), [image], [spacing], config, midline_band=None)
+    assert plausible.box == pytest.approx((45, 40, 55, 50)) and plausible.score == pytest.approx(0.7)
+    assert anywhere.box == pytest.approx((45, 85, 55, 95))
 
 
 def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
