@@ -137,7 +137,7 @@ def bundle(tmp_path_factory) -> Path:
     return untrained_bundle(tmp_path_factory.mktemp("bundle") / "bundle")
 
 
-def test_all_eight_flips_and_transposes_grade_alike(tmp_path, bundle):
+def test_all_eight_flips_and_transposes_grade_alike(tmp_path, bundle, boxes_anywhere):
     """The same study stored eight ways: identical grades, and boxes that land on the same
     anatomy once mapped through each file's own geometry (within 0.5 px)."""
     series, _ = phantom_series(tmp_path / "phantom", matrix=128, n_slices=4)

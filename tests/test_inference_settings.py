@@ -93,7 +93,7 @@ def test_parallel_decoding_and_report_writing_match_serial(untrained, study, tmp
     assert (tmp_path / "w1" / "slices.csv").read_bytes() == (tmp_path / "w2" / "slices.csv").read_bytes()
 
 
-def test_grade_study_speed_options_grade_the_same_slices(untrained, study, tmp_path):
+def test_grade_study_speed_options_grade_the_same_slices(untrained, study, tmp_path, boxes_anywhere):
     models, configs = untrained
     bundle = save_bundle(tmp_path / "bundle", models, configs, provenance={"profile": "untrained"})
     threads = torch.get_num_threads()
