@@ -233,8 +233,8 @@ def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[flo
            batch_size: int = 8, device: str | torch.device | None = None,
            midline_band: float | None = MIDLINE_BAND) -> list[Detection | None]:
     """The top-scoring canal box of each slice deep inside the body and near its midline
-    (``midline_band`` None: anywhere), or None where the detector found none (``device`` None: the model's own). Slices
-    of one size are batched together."""
+    (``midline_band`` None: anywhere), or None where the detector found none (``device`` None:
+    the model's own). Slices of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
     prepared = [detector_input(img, sp, config) for img, sp in zip(images, spacings)]
