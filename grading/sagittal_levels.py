@@ -8,8 +8,11 @@ view (a run of at least two thin discs at the top: thoracic discs are under ~7 m
 vertebrae between it and the sacrum are counted: four or six of them is a transitional
 lumbosacral vertebra, named counting down from the junction and flagged; any other count is
 not anatomy (degenerate lumbar discs are thin too), so the junction is ignored and said to be.
-An axial slice is then named by the structure its plane crosses next to the canal: a disc
-('L4/L5') or a vertebral body ('L4').
+An axial slice is then named by the structure its plane crosses just in front of the canal,
+as a radiologist reads the cross-reference line: where the line leaves the column's posterior
+wall, a millimetre inside it, a disc ('L4/L5') or a vertebral body ('L4'). The locator's
+probabilities are read there between pixels, so a slice a millimetre from a disc-body boundary
+falls on its right side.
 """
 from __future__ import annotations
 
@@ -25,8 +28,9 @@ from stages.vocabulary import COLUMN_CLASSES
 BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
 MIN_AREA_MM2 = 40.0  # smaller components are noise
 THORACIC_DISC_MM = 7.0  # thoracic discs (4.5-6.5 mm) are thinner than lumbar ones (8.5-12)
-PLANE_TOLERANCE_MM = 1.5
-POSTERIOR_WALL_MM = 4.0  # the back of the column, where it faces the canal
+WALL_INSET_MM = 1.0  # a slice is named by what it crosses this far in front of the canal
+STEP_PX = 0.25  # sampling along an axial slice's crossing line
+NEAR_COLUMN_PX = 2  # crossing samples this close to a named structure count as the column
 OFF_COLUMN_MM = 15.0  # a body centre is ~15 mm in front of the canal, a spinous process ~40 mm behind it
 NEIGHBOURS_MM = 45.0  # about a vertebra and a disc either way
 FROM_THE_SACRUM = "named on the sagittal series, counting up from the sacrum (five lumbar vertebrae assumed)"
@@ -37,6 +41,7 @@ class Structure:
     kind: str  # body | disc | sacrum
     points: np.ndarray  # (n, 3) patient mm of its pixels
     name: str = ""
+    pixels: np.ndarray | None = field(default=None, repr=False)  # (n, 2) display-frame rows, columns
 
     @property
     def centre(self) -> np.ndarray:
@@ -52,22 +57,81 @@ class Localization:
     lumbar_count: int | None = None
     mid_slice: SliceHeader | None = None  # the sagittal slice the localizer picture shows
     class_map: np.ndarray | None = field(default=None, repr=False)  # its classes, display frame
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # (classes, rows, cols), display frame
 
     def name_of(self, header: SliceHeader) -> str | None:
-        """The structure an axial slice's plane crosses next to the canal, or None."""
-        normal, centre = header.normal, header.centre
-        owners, depth = [], []
-        for k, structure in enumerate(self.structures):
-            near = np.abs((structure.points - centre) @ normal) <= PLANE_TOLERANCE_MM
-            owners.append(np.full(int(near.sum()), k))
-            depth.append(structure.points[near, 1])
-        owners, depth = np.concatenate(owners), np.concatenate(depth)
-        if not len(owners):
+        """The structure an axial slice's plane crosses a millimetre in front of the canal, on the
+        middle sagittal slice; None where the plane misses the named column."""
+        read = self.reading_point(header)
+        if read is None:
             return None
-        # What the plane crosses at the column's posterior wall: the structure just in front of
-        # the canal (LPS y grows posteriorly).
-        wall = owners[depth >= depth.max() - POSTERIOR_WALL_MM]
-        return self.structures[int(np.bincount(wall).argmax())].name
+        column_classes = [BODY, DISC, SACRUM]
+        probabilities = [float(ndimage.map_coordinates(self.probabilities[k], read[:, None], order=1)[0])
+                         for k in column_classes]
+        kind = ("body", "disc", "sacrum")[int(np.argmax(probabilities))]
+        return self._nearest(kind, read).name
+
+    def reading_point(self, header: SliceHeader) -> np.ndarray | None:
+        """Where a slice is read: its crossing line on the middle sagittal slice, ``WALL_INSET_MM``
+        in front of the column's posterior wall (display-frame row, column); None where the line
+        misses the named column."""
+        line = plane_crossing(self.mid_slice, header, STEP_PX)
+        if line is None:
+            return None
+        samples = np.stack(self.mid_slice.display.indices_to_display(*line, (self.mid_slice.rows,
+                                                                            self.mid_slice.columns)))
+        column = sum(ndimage.map_coordinates(self.probabilities[k], samples, order=1) for k in (BODY, DISC, SACRUM))
+        pixel = tuple(np.clip(np.rint(samples).astype(int), 0, np.array(self._near_column.shape)[:, None] - 1))
+        on_column = np.flatnonzero((column > 0.5) & self._near_column[pixel])
+        if not len(on_column):
+            return None
+        points = pixel_to_patient(self.mid_slice.image_position, self.mid_slice.image_orientation,
+                                  self.mid_slice.pixel_spacing, *line)
+        # LPS y grows posteriorly: the wall is the column's most posterior sample; step in front of it.
+        wall = on_column[np.argmax(points[on_column, 1])]
+        step_mm = np.linalg.norm(points[1] - points[0])
+        anterior = -1 if points[-1, 1] > points[0, 1] else 1  # the sample order's step forwards
+        return samples[:, int(np.clip(wall + anterior * round(WALL_INSET_MM / step_mm), 0, len(points) - 1))]
+
+    @property
+    def _near_column(self) -> np.ndarray:
+        """Pixels on or next to a named structure: the column the crossing is read on."""
+        if "_near_cache" not in self.__dict__:
+            named = np.zeros(self.probabilities.shape[1:], bool)
+            for structure in self.structures:
+                named[tuple(structure.pixels.T)] = True
+            self.__dict__["_near_cache"] = ndimage.binary_dilation(named, iterations=NEAR_COLUMN_PX)
+        return self.__dict__["_near_cache"]
+
+    def _nearest(self, kind: str, pixel: np.ndarray) -> Structure:
+        """The named structure of a kind nearest a display-frame point (any kind if none)."""
+        pool = [s for s in self.structures if s.kind == kind] or self.structures
+        return min(pool, key=lambda s: float(np.min(np.sum((s.pixels - pixel) ** 2, axis=1))))
+
+
+def plane_crossing(sagittal: SliceHeader, axial: SliceHeader, step_px: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where an axial slice's plane crosses a sagittal slice: stored (rows, columns), sub-pixel,
+    every ``step_px`` along the axis the crossing runs along; None if the planes are parallel or
+    the crossing misses the slice."""
+    row_dir = np.asarray(sagittal.image_orientation[:3])
+    col_dir = np.asarray(sagittal.image_orientation[3:])
+    n = axial.normal
+    # Pixel (r, c) lies on the axial plane where a + c * b_col + r * b_row = 0.
+    a = (np.asarray(sagittal.image_position) - axial.centre) @ n
+    b_col, b_row = sagittal.pixel_spacing[1] * (row_dir @ n), sagittal.pixel_spacing[0] * (col_dir @ n)
+    if max(abs(b_row), abs(b_col)) < 1e-9:
+        return None
+    if abs(b_row) >= abs(b_col):  # the crossing runs along the rows: parametrise by column
+        cols = np.arange(0, sagittal.columns - 1 + 1e-9, step_px)
+        rows = -(a + b_col * cols) / b_row
+    else:
+        rows = np.arange(0, sagittal.rows - 1 + 1e-9, step_px)
+        cols = -(a + b_row * rows) / b_col
+    inside = (rows >= 0) & (rows <= sagittal.rows - 1) & (cols >= 0) & (cols <= sagittal.columns - 1)
+    if inside.sum() < 2:
+        return None
+    return rows[inside], cols[inside]
 
 
 def _structures(class_map: np.ndarray, header: SliceHeader) -> list[Structure]:
@@ -82,7 +146,7 @@ def _structures(class_map: np.ndarray, header: SliceHeader) -> list[Structure]:
                 continue
             stored = header.display.indices_to_stored(rows, cols, (header.rows, header.columns))
             points = pixel_to_patient(header.image_position, header.image_orientation, header.pixel_spacing, *stored)
-            out.append(Structure(kind, points))
+            out.append(Structure(kind, points, pixels=np.column_stack([rows, cols])))
     return sorted(out, key=lambda s: -s.centre[2])  # head first
 
 
@@ -121,7 +185,8 @@ def _merge_disc_fragments(structures: list[Structure]) -> list[Structure]:
     out: list[Structure] = []
     for s in structures:  # head first
         if s.kind == "disc" and out and out[-1].kind == "disc":
-            out[-1] = Structure("disc", np.concatenate([out[-1].points, s.points]))
+            pixels = None if s.pixels is None else np.concatenate([out[-1].pixels, s.pixels])
+            out[-1] = Structure("disc", np.concatenate([out[-1].points, s.points]), pixels=pixels)
         else:
             out.append(s)
     return out
@@ -204,7 +269,9 @@ def locate(headers: list[SliceHeader], probabilities: list[np.ndarray]) -> Local
     plane), and the structures placed through the middle slice's geometry."""
     middle = len(headers) // 2
     same = [p for p in probabilities if p.shape == probabilities[middle].shape]
-    class_map = np.mean(same, axis=0).argmax(0).astype(np.uint8)
+    mean = np.mean(same, axis=0)
+    class_map = mean.argmax(0).astype(np.uint8)
     structures = _structures(class_map, headers[middle])
     method, sure, flags, count = name_structures(structures)
-    return Localization([s for s in structures if s.name], method, sure, flags, count, headers[middle], class_map)
+    return Localization([s for s in structures if s.name], method, sure, flags, count, headers[middle], class_map,
+                        mean)

@@ -124,6 +124,24 @@ def test_sac_inside_the_bony_canal_and_areas_in_range(anatomies):
                 assert 36 <= vert.width <= 56 and 16 <= vert.canal_width <= 28
 
 
+def test_column_is_drawn_where_the_truth_names_it(anatomies):
+    """Just in front of the canal, every section of the drawn column is the body or disc that
+    the level truth names there: a slice's level name is what its image shows."""
+    body, disc = (Label.CORTEX, Label.MARROW, Label.ENDPLATE), (Label.ANNULUS, Label.NUCLEUS)
+    for anatomy in anatomies:
+        spine, patient = anatomy.spine, anatomy.patient
+        u = int(np.argmin(np.abs(spine.grid.c)))
+        for k, s in enumerate(spine.grid.a):
+            if not patient.vertebrae[0].start <= s < patient.sacrum.start:
+                continue
+            name, kind = patient.segment_at(spine.voxel_s(float(s)))
+            vert = next((v for v in patient.vertebrae if v.name == name.split("/")[0]))
+            v = int(np.argmin(np.abs(spine.grid.b - (-vert.canal_depth / 2 - 3.0))))
+            assert spine.labels[k, v, u] in (body if kind == "body" else disc), (name, float(s))
+        boundaries = patient.boundaries()
+        assert len(boundaries) == 2 * len(patient.discs) and boundaries == sorted(boundaries)
+
+
 def test_grade_follows_compression(anatomies):
     """Within each patient, the grade read from the anatomy worsens as the sac shrinks: the
     sac area of graded sections is largest for A and falls with every grade."""

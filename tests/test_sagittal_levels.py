@@ -17,7 +17,7 @@ from grading.dicom.series import SliceHeader
 from grading.levels import assign_levels
 from grading.reports.dicom_objects import level_code
 from grading.reports.localizer import crossing_line
-from grading.sagittal_levels import Localization, Structure, name_structures
+from grading.sagittal_levels import Structure, name_structures
 
 
 def _header(position, orientation, rows=100, cols=100, spacing=(1.0, 1.0)) -> SliceHeader:
@@ -138,17 +138,45 @@ def test_no_sacrum_no_names():
     assert not sure and "sacrum not in view" in flags and not any(s.name for s in structures)
 
 
-def test_axial_names_follow_the_structure_the_plane_crosses():
-    structures = _column(5)
-    name_structures(structures)
-    localization = Localization([s for s in structures if s.name], "test", True)
-    disc = next(s for s in structures if s.name == "L4/L5")
-    body = next(s for s in structures if s.name == "L3")
-    for target in (disc, body):
-        z = float(target.centre[2])
-        header = _header((-50.0, -60.0, z), (1, 0, 0, 0, 1, 0))
-        assert localization.name_of(header) == target.name
-    assert localization.name_of(_header((-50, -60, 500.0), (1, 0, 0, 0, 1, 0))) is None
+def _sagittal_column(spacing: float = 0.8):
+    """A mid-sagittal slice (LPS: columns run posteriorly, rows down) whose class map holds the
+    sacrum below z = 0 and, above it, discs of 10 mm and bodies of 26 mm in front of the canal
+    (y from -40 to 0 mm); returns its header, one-hot probabilities (display frame) and the
+    boundaries (z mm, name below, name above)."""
+    header = _header((0.0, -100.0, 200.0), (0, 1, 0, 0, 0, -1), rows=400, cols=300, spacing=(spacing, spacing))
+    z = 200.0 - spacing * np.arange(400)[:, None]
+    y = -100.0 + spacing * np.arange(300)[None, :]
+    classes = np.zeros((400, 300), np.uint8)
+    names = ["S1"] + [n for k in range(5, 0, -1) for n in (f"L{k}/{'S1' if k == 5 else f'L{k + 1}'}", f"L{k}")]
+    kinds = ["sacrum"] + ["disc", "body"] * 5
+    tops = np.cumsum([0.0] + [10.0, 26.0] * 5)
+    column = (y >= -40) & (y < 0)
+    classes[column & (z < 0) & (z > -50)] = 3
+    for kind, lo, hi in zip(kinds[1:], tops[:-1], tops[1:]):
+        classes[column & (z >= lo) & (z < hi)] = 1 if kind == "body" else 2
+    probabilities = np.eye(4, dtype=np.float32)[header.display.apply(classes)].transpose(2, 0, 1)
+    boundaries = [(float(b), below, above) for b, below, above in zip(tops[:-1], names[:-1], names[1:])]
+    return header, probabilities, boundaries
+
+
+def test_axial_names_are_read_in_front_of_the_canal_between_pixels():
+    """Planes half a millimetre either side of each disc-body boundary (less than a pixel), flat
+    or tilted 20 degrees, take the name of the side they cross just in front of the canal."""
+    from grading.sagittal_levels import locate
+
+    sagittal, probabilities, boundaries = _sagittal_column()
+    localization = locate([sagittal], [probabilities])
+    assert [s.name for s in localization.structures][-3:] == ["L5", "L5/S1", "S1"]
+    for tilt_deg in (0.0, 20.0):
+        tilt = np.deg2rad(tilt_deg)
+        row, col = np.array([1.0, 0, 0]), np.array([0, np.cos(tilt), np.sin(tilt)])
+        for z, below, above in boundaries:
+            for offset, name in ((-0.5, below), (0.5, above)):
+                through = np.array([0.0, -1.0, z + offset])  # a millimetre in front of the canal
+                header = _header(through - 50 * row - 50 * col, (*row, *col))
+                assert localization.name_of(header) == name, (tilt_deg, z + offset)
+    assert localization.name_of(_header((-50, -60, 500.0), (1, 0, 0, 0, 1, 0))) is None  # above the view
+    assert localization.name_of(_header((-50, -60, 0.0), (0, 1, 0, 0, 0, -1))) is None  # parallel to it
 
 
 def test_without_a_localizer_levels_fall_back_to_the_axial_series(tmp_path):

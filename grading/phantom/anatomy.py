@@ -77,6 +77,7 @@ class SliceTruth:
     box: tuple[float, float, float, float] | None  # canal x0, y0, x1, y1 in pixels
     segment: str  # what the plane crosses at the column's back, in front of the canal: 'L4/L5', 'L4', 'S1'
     segment_kind: str  # disc | body | sacrum
+    boundary_mm: float  # from the point named to the nearest disc-body boundary, along the spine
     packing: float
     dorsal_fat_mm2: float
     a_subtype: str
@@ -166,20 +167,23 @@ class Anatomy:
     def section_index(self, s: float) -> int:
         return int(np.clip(round(s / self.spine.ds), 0, len(self.spine.sac_area) - 1))
 
-    def wall_segment(self, plane: Plane, s: float) -> tuple[str, str]:
+    def wall_segment(self, plane: Plane, s: float) -> tuple[str, str, float]:
         """What the slice crosses at the column's posterior margin, just in front of the canal:
-        the disc or vertebral body a radiologist names the slice by."""
+        the disc or vertebral body a radiologist names the slice by, and how far (mm along the
+        spine) that point lies from the nearest disc-body boundary as drawn. Within a millimetre
+        of one, the slab of a 3-4 mm slice holds both."""
         centre, _, v, _ = self.line.at(s)
         towards = -(v - (v @ plane.normal) * plane.normal)  # anterior, within the plane
         depth = float(np.interp(s, [x.start for x in self.patient.vertebrae], [x.canal_depth for x in self.patient.vertebrae]))
         wall = centre + (depth / 2 + 1.0) * towards / np.linalg.norm(towards)
         s_wall = float(self.line.locate(wall[None])[0][0])
-        return self.patient.segment_at(s_wall)
+        drawn = [self.spine.voxel_edge(b) for b in self.patient.boundaries()]
+        return (*self.patient.segment_at(self.spine.voxel_s(s_wall)), float(np.min(np.abs(np.subtract(drawn, s_wall)))))
 
     def slice_truth(self, plane: Plane, labels: np.ndarray) -> SliceTruth:
         s = self.crossing(plane)
         k = self.section_index(s)
-        segment, kind = self.wall_segment(plane, s)
+        segment, kind, boundary = self.wall_segment(plane, s)
         sac = np.isin(labels, SAC_LABELS)
         centre = self.line.at(s)[0]
         col, row = plane.to_pixel(centre)
@@ -203,8 +207,8 @@ class Anatomy:
         else:
             level = "cord" if cord >= MIN_CORD_MM2 else "rootlet"
         return SliceTruth(level=level, grade=grade_of(packing, fat) if level == "rootlet" else "", sac_mask=sac,
-                          dsca_mm2=area, box=box, segment=segment, segment_kind=kind, packing=packing,
-                          dorsal_fat_mm2=fat, a_subtype=self.patient.a_subtype, metal=metal, s_mm=s)
+                          dsca_mm2=area, box=box, segment=segment, segment_kind=kind, boundary_mm=boundary,
+                          packing=packing, dorsal_fat_mm2=fat, a_subtype=self.patient.a_subtype, metal=metal, s_mm=s)
 
     def column_targets(self, plane: Plane, labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
         """The vertebral column in a sagittal slice: a class map (``COLUMN_CLASSES``: vertebral

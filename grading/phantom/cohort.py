@@ -13,7 +13,9 @@ Layout under the output folder::
     cohort.json                                            each patient's anatomy in numbers
 
 The label table's ``label_map`` column points at each slice's label map, so training can render
-new contrasts from it; ``spinal_level`` says which disc or vertebra the slice crosses.
+new contrasts from it; ``spinal_level`` says which disc or vertebra the slice crosses, and
+``level_boundary_mm`` how far that point lies from the nearest disc-body boundary (a slice within
+about a millimetre of one shows both).
 """
 from __future__ import annotations
 
@@ -164,11 +166,12 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
         for base, truth in zip(bases, truths):
             rows.append({**base, "rater": "truth", "level": truth.level, "grade": truth.grade,
                          **_box_columns(truth.box), "dsca_mm2": round(truth.dsca_mm2, 2),
-                         "spinal_level": truth.segment})
+                         "spinal_level": truth.segment, "level_boundary_mm": round(truth.boundary_mm, 2)})
         for rater in RATERS:
             for base, label in zip(bases, rate_series(rater, patient.conus_tip, truths, rng)):
                 rows.append({**base, "rater": rater.name, "level": label.level, "grade": label.grade,
-                             **_box_columns(label.box), "dsca_mm2": round(label.dsca_mm2, 2), "spinal_level": ""})
+                             **_box_columns(label.box), "dsca_mm2": round(label.dsca_mm2, 2), "spinal_level": "",
+                             "level_boundary_mm": ""})
         series_summary.append({"key": plan.key, "preset": preset, "description": seq.description,
                                "n_slices": len(plan.planes), "pixel_spacing_mm": round(plan.planes[0].spacing[0], 4),
                                "matrix": plan.planes[0].shape[0]})

@@ -130,6 +130,10 @@ class Patient:
             return "S1", "sacrum"
         return self.vertebrae[0].name, "body"  # above the modelled spine
 
+    def boundaries(self) -> list[float]:
+        """Arc lengths where one body, disc or the sacrum meets the next."""
+        return sorted({d.start for d in self.discs} | {d.end for d in self.discs})
+
     def disc_centres(self) -> dict[str, float]:
         return {d.name: (d.start + d.end) / 2 for d in self.discs}
 

@@ -38,6 +38,17 @@ class SpineVolume:
     def labels(self) -> np.ndarray:
         return self.grid.labels
 
+    def voxel_s(self, s: float) -> float:
+        """The section a point at arc length ``s`` is drawn from (labels are looked up at the
+        nearest voxel), so that what a slice is said to cross is what its image shows."""
+        axis = self.grid.a
+        return float(axis[int(np.clip(np.floor((s - axis[0]) / self.ds + 0.5), 0, len(axis) - 1))])
+
+    def voxel_edge(self, s: float) -> float:
+        """Where a boundary at ``s`` is drawn: the edge below the first voxel at or past it."""
+        axis = self.grid.a
+        return float(axis[0] + (np.ceil((s - axis[0]) / self.ds) - 0.5) * self.ds)
+
     def packing(self) -> np.ndarray:
         return np.where(self.sac_area > 0, self.rootlet_area / np.maximum(self.sac_area, 1e-6), 0.0)
 
@@ -47,6 +58,12 @@ def _local(box: Box, v: Vertebra) -> tuple[np.ndarray, np.ndarray]:
     vv = box.b + v.slip
     c, s = np.cos(v.rotation), np.sin(v.rotation)
     return c * box.c + s * vv, -s * box.c + c * vv
+
+
+def _within(box: Box, start: float, end: float) -> np.ndarray:
+    """Voxels of a box whose section lies in [start, end): a box reaches a voxel past each end,
+    and a body or disc painted there would take its neighbour's place at the boundary."""
+    return (box.a >= start) & (box.a < end)
 
 
 def _canal_profile(patient: Patient) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,10 +128,11 @@ class _Painter:
         u, v = _local(box, vert)
         t = (box.a - vert.start) / vert.height
         flare = 1 + 0.07 * (2 * t - 1) ** 2  # a waist between the endplates
-        self.grid.paint(box, self.body_outline(u, v, vert, flare), Label.CORTEX)
-        self.grid.paint(box, self.body_outline(u, v, vert, flare, grow=-1.3), Label.MARROW)
+        inside = _within(box, vert.start, vert.end)
+        self.grid.paint(box, self.body_outline(u, v, vert, flare) & inside, Label.CORTEX)
+        self.grid.paint(box, self.body_outline(u, v, vert, flare, grow=-1.3) & inside, Label.MARROW)
         near_plate = (box.a - vert.start < 1.3) | (vert.end - box.a < 1.3)
-        self.grid.paint(box, self.body_outline(u, v, vert, flare) & near_plate, Label.ENDPLATE)
+        self.grid.paint(box, self.body_outline(u, v, vert, flare) & near_plate & inside, Label.ENDPLATE)
 
     def disc(self, disc: Disc, above: Vertebra, below: Vertebra | None) -> None:
         reach = max(above.width, above.depth) * 0.65 + above.slip + 3
@@ -123,6 +141,7 @@ class _Painter:
         if box is None:
             return
         t = (box.a - disc.start) / max(disc.height, 1e-6)
+        inside = _within(box, disc.start, disc.end)
         # Interpolate the outline between the two bodies it joins (the sacrum counts as a wider body).
         ref = above
         u, v = _local(box, ref)
@@ -132,12 +151,12 @@ class _Painter:
                           power=2.0)
         wall = -ref.canal_depth / 2 - 1.0 * (1 - np.clip((u / (width / 2)) ** 2, 0, 1))
         bulge = disc.bulge * np.sin(np.pi * t) * np.sqrt(np.clip(1 - (u / (0.5 * width)) ** 2, 0, 1))
-        self.grid.paint(box, outline & (v <= wall + bulge + 0.5), Label.ANNULUS)
+        self.grid.paint(box, outline & (v <= wall + bulge + 0.5) & inside, Label.ANNULUS)
         if disc.protrusion > 0:
             size = disc.protrusion * np.sqrt(np.clip(np.sin(np.pi * t), 0, 1))
             knob = ellipse(u, v, disc.protrusion_u, -ref.canal_depth / 2 + size / 2 - 0.5, 3.5 + size / 2,
                            size / 2 + 0.8)
-            self.grid.paint(box, knob & (size > 0.5), Label.ANNULUS)
+            self.grid.paint(box, knob & (size > 0.5) & inside, Label.ANNULUS)
         if disc.hydration > 0.12:
             k = np.sqrt(disc.hydration)
             nucleus = ellipse(u, v, 0, -ref.canal_depth / 2 - ref.depth * 0.45, width * 0.3 * k, ref.depth * 0.27 * k)
@@ -269,7 +288,8 @@ class _Painter:
             ala = ellipse(u, v, 0, centre * 0.6, ala_a, ala_b)
             dorsal = ellipse(u, v, 0, cd / 2 + 3, cw / 2 + 7, 4.5 * (1 - 0.4 * t)) | (
                 (np.abs(u) < 3.5) & (v > cd / 2) & (v < cd / 2 + 14 * (1 - 0.5 * t)))
-            bone = body | ala | dorsal
+            body &= _within(box, sac.start, sac.end)
+            bone = (body | ala | dorsal) & _within(box, sac.start, sac.end)
             self.grid.paint(box, bone, Label.CORTEX)
             inner = ellipse(u, v, 0, centre, body_w - 1.3, body_d - 1.3) | ellipse(
                 u, v, 0, centre * 0.6, np.maximum(ala_a - 1.5, 0.1), np.maximum(ala_b - 1.5, 0.1))

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from grading.dicom.series import SliceHeader
 from grading.reports.overlays import GRADE_COLOURS, _font, _grey
-from grading.sagittal_levels import Localization
+from grading.sagittal_levels import Localization, plane_crossing
 from stages.atomic import write_atomic
 
 NOT_GRADED = (120, 170, 255)
@@ -29,20 +29,9 @@ def _to_display_pixels(header: SliceHeader, points: np.ndarray) -> tuple[np.ndar
 
 def crossing_line(sagittal: SliceHeader, axial: SliceHeader) -> tuple[np.ndarray, np.ndarray] | None:
     """Where an axial slice's plane crosses a sagittal slice: (rows, columns) in the sagittal
-    slice's display frame, sampled along the crossing; None if the planes are parallel."""
-    row_dir = np.asarray(sagittal.image_orientation[:3])
-    col_dir = np.asarray(sagittal.image_orientation[3:])
-    n = axial.normal
-    a = (np.asarray(sagittal.image_position) - axial.centre) @ n
-    b_col, b_row = sagittal.pixel_spacing[1] * (row_dir @ n), sagittal.pixel_spacing[0] * (col_dir @ n)
-    if abs(b_row) < 1e-9:
-        return None
-    cols = np.linspace(0, sagittal.columns - 1, 64)
-    rows = -(a + b_col * cols) / b_row
-    inside = (rows >= 0) & (rows <= sagittal.rows - 1)
-    if not inside.any():
-        return None
-    return sagittal.display.indices_to_display(rows[inside], cols[inside], (sagittal.rows, sagittal.columns))
+    slice's display frame; None if the planes are parallel or the crossing misses the slice."""
+    line = plane_crossing(sagittal, axial, step_px=8.0)
+    return None if line is None else sagittal.display.indices_to_display(*line, (sagittal.rows, sagittal.columns))
 
 
 def render_localizer(image: np.ndarray, localization: Localization, axial_headers: list[SliceHeader],
