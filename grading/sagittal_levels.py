@@ -58,6 +58,7 @@ class Localization:
     mid_slice: SliceHeader | None = None  # the sagittal slice the localizer picture shows
     class_map: np.ndarray | None = field(default=None, repr=False)  # its classes, display frame
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (classes, rows, cols), display frame
+    near_column: np.ndarray | None = field(default=None, repr=False)  # pixels on or next to a named structure
 
     def name_of(self, header: SliceHeader) -> str | None:
         """The structure an axial slice's plane crosses a millimetre in front of the canal, on the
@@ -81,8 +82,8 @@ class Localization:
         samples = np.stack(self.mid_slice.display.indices_to_display(*line, (self.mid_slice.rows,
                                                                             self.mid_slice.columns)))
         column = sum(ndimage.map_coordinates(self.probabilities[k], samples, order=1) for k in (BODY, DISC, SACRUM))
-        pixel = tuple(np.clip(np.rint(samples).astype(int), 0, np.array(self._near_column.shape)[:, None] - 1))
-        on_column = np.flatnonzero((column > 0.5) & self._near_column[pixel])
+        pixel = tuple(np.clip(np.rint(samples).astype(int), 0, np.array(self.near_column.shape)[:, None] - 1))
+        on_column = np.flatnonzero((column > 0.5) & self.near_column[pixel])
         if not len(on_column):
             return None
         points = pixel_to_patient(self.mid_slice.image_position, self.mid_slice.image_orientation,
@@ -92,16 +93,6 @@ class Localization:
         step_mm = np.linalg.norm(points[1] - points[0])
         anterior = -1 if points[-1, 1] > points[0, 1] else 1  # the sample order's step forwards
         return samples[:, int(np.clip(wall + anterior * round(WALL_INSET_MM / step_mm), 0, len(points) - 1))]
-
-    @property
-    def _near_column(self) -> np.ndarray:
-        """Pixels on or next to a named structure: the column the crossing is read on."""
-        if "_near_cache" not in self.__dict__:
-            named = np.zeros(self.probabilities.shape[1:], bool)
-            for structure in self.structures:
-                named[tuple(structure.pixels.T)] = True
-            self.__dict__["_near_cache"] = ndimage.binary_dilation(named, iterations=NEAR_COLUMN_PX)
-        return self.__dict__["_near_cache"]
 
     def _nearest(self, kind: str, pixel: np.ndarray) -> Structure:
         """The named structure of a kind nearest a display-frame point (any kind if none)."""
@@ -273,5 +264,15 @@ def locate(headers: list[SliceHeader], probabilities: list[np.ndarray]) -> Local
     class_map = mean.argmax(0).astype(np.uint8)
     structures = _structures(class_map, headers[middle])
     method, sure, flags, count = name_structures(structures)
-    return Localization([s for s in structures if s.name], method, sure, flags, count, headers[middle], class_map,
-                        mean)
+    named = [s for s in structures if s.name]
+    return Localization(named, method, sure, flags, count, headers[middle], class_map, mean,
+                        _near_column(named, class_map.shape))
+
+
+def _near_column(structures: list[Structure], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels on or next to a named structure: the column an axial slice's crossing is read on
+    (what the locator marked elsewhere, dropped or unnamed, is not)."""
+    named = np.zeros(shape, bool)
+    for structure in structures:
+        named[tuple(structure.pixels.T)] = True
+    return ndimage.binary_dilation(named, iterations=NEAR_COLUMN_PX)

@@ -72,7 +72,7 @@ PROFILES = {"quick": quick, "paper": paper}
 def demo(seed: int = 0) -> Profile:
     """The quick profile cut to fit grade-demo's 15 minutes on two cores: fewer epochs everywhere,
     and the detector on 128-px crops (1.4x the images per second of 160 px; 8 epochs of them reach
-    87% of validation slices at IoU >= 0.5 where 5 epochs of 160 px reached 82%). Not enough for
+    81-87% of validation slices at IoU >= 0.5 where 5 epochs of 160 px reached 82%). Not enough for
     real scans: see the transfer profile."""
     base = quick(seed)
     shorter = {"detector": 8, "level": 3, "grade": 5, "segmenter": 8, "locator": 20}

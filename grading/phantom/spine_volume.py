@@ -288,8 +288,9 @@ class _Painter:
             ala = ellipse(u, v, 0, centre * 0.6, ala_a, ala_b)
             dorsal = ellipse(u, v, 0, cd / 2 + 3, cw / 2 + 7, 4.5 * (1 - 0.4 * t)) | (
                 (np.abs(u) < 3.5) & (v > cd / 2) & (v < cd / 2 + 14 * (1 - 0.5 * t)))
-            body &= _within(box, sac.start, sac.end)
-            bone = (body | ala | dorsal) & _within(box, sac.start, sac.end)
+            inside = _within(box, sac.start, sac.end)
+            body &= inside
+            bone = (body | ala | dorsal) & inside
             self.grid.paint(box, bone, Label.CORTEX)
             inner = ellipse(u, v, 0, centre, body_w - 1.3, body_d - 1.3) | ellipse(
                 u, v, 0, centre * 0.6, np.maximum(ala_a - 1.5, 0.1), np.maximum(ala_b - 1.5, 0.1))
