@@ -188,6 +188,10 @@ def set_detection_limits(model: FasterRCNN, rpn_pre_nms_top_n: int | None = None
 
 MIDLINE_BAND = 0.2  # the canal's centre lies within this fraction of the body's width of its middle
 SKIN_DEPTH_MM = 15.0  # ... and deeper than this under the skin (back muscles and fat are thicker, even when thin)
+#: ... and at least this far in front of the skin of the back. Skin to ligamentum flavum is 25-80 mm
+#: in adults and the canal's centre lies ~7 mm further in; the phantom's nearest is 27 mm (a field of
+#: view that cuts the back off). A box on the back's skin or subcutaneous fat is 5-17 mm from it.
+BACK_DEPTH_MM = 25.0
 
 
 def body_silhouette(image: np.ndarray) -> np.ndarray:
@@ -211,11 +215,21 @@ def body_midline(silhouette: np.ndarray) -> tuple[float, float] | None:
     return float(left + right) / 2, float(right - left)
 
 
+def depth_behind(silhouette: np.ndarray, x: np.ndarray, y: np.ndarray, row_mm: float) -> np.ndarray:
+    """Millimetres from each point (x, y) straight back to the skin of the back (display frame:
+    posterior is down the rows; the bottom of the field of view counts as skin)."""
+    rows = np.arange(silhouette.shape[0])[:, None]
+    outside_below = ~silhouette[:, x] & (rows >= y[None, :])
+    first = np.where(outside_below.any(0), outside_below.argmax(0), silhouette.shape[0])
+    return (first - y) * row_mm
+
+
 def _plausible(boxes: np.ndarray, image: np.ndarray, spacing: tuple[float, float], band: float) -> np.ndarray:
     """Which boxes (x0, y0, x1, y1) could be the canal: centre well inside the patient (``SKIN_DEPTH_MM``;
-    the edge of the field of view counts as skin) and near the body's left-right middle. The
-    canal always is; the air behind the back, the skin edge, bowel or a kidney, which a detector
-    trained on phantoms may box on an unfamiliar scanner, are not."""
+    the edge of the field of view counts as skin), well in front of the back (``BACK_DEPTH_MM``) and
+    near the body's left-right middle. The canal always is; the air behind the back, the skin and
+    fat of the back, bowel or a kidney, which a detector trained on phantoms may box on an
+    unfamiliar scanner, are not."""
     silhouette = body_silhouette(image)
     midline = body_midline(silhouette)
     if midline is None:
@@ -225,7 +239,8 @@ def _plausible(boxes: np.ndarray, image: np.ndarray, spacing: tuple[float, float
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     rows = np.clip(cy.astype(int), 0, image.shape[0] - 1)
     cols = np.clip(cx.astype(int), 0, image.shape[1] - 1)
-    return (np.abs(cx - middle) <= band * width) & (depth_mm[rows, cols] >= SKIN_DEPTH_MM)
+    return ((np.abs(cx - middle) <= band * width) & (depth_mm[rows, cols] >= SKIN_DEPTH_MM)
+            & (depth_behind(silhouette, cols, rows, spacing[0]) >= BACK_DEPTH_MM))
 
 
 @torch.no_grad()

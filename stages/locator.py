@@ -14,9 +14,12 @@ from stages.detector import input_scale, resample
 
 @torch.no_grad()
 def column_probabilities(model: nn.Module, config: LocatorConfig, images: list[np.ndarray],
-                         spacings: list[tuple[float, float]], device: str | torch.device = "cpu") -> list[np.ndarray]:
-    """(classes, rows, columns) probabilities for each normalised sagittal slice (display frame)."""
+                         spacings: list[tuple[float, float]], device: str | torch.device | None = None
+                         ) -> list[np.ndarray]:
+    """(classes, rows, columns) probabilities for each normalised sagittal slice (display frame;
+    ``device`` None: the model's own)."""
     model.eval()
+    device = device or next(model.parameters()).device
     out = []
     for image, spacing in zip(images, spacings):
         small = resample(np.asarray(image, np.float32), input_scale(image.shape, spacing, config))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,29 @@ class FitResult:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def loader_workers(device: torch.device) -> int:
+    """Loader processes that render and augment batches beside training: none on the CPU (on two
+    cores a loader process takes a core from torch; scripts/bench_training.py), up to 8 when a GPU
+    trains, which one process cannot keep fed."""
+    if device.type == "cpu":
+        return 0
+    # Batches hold many small tensors (a detection target per image); passing each as a file
+    # descriptor runs out of them, so the loader processes hand tensors over through files.
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _seed_loader_worker(augment) -> Callable[[int], None]:
+    """Each loader process draws its own augmentations (torch seeds each worker differently;
+    numpy and albumentations would otherwise repeat one stream in every worker)."""
+    def init(worker_id: int) -> None:
+        seed = torch.initial_seed() % 2**31
+        np.random.seed(seed)
+        if augment is not None:
+            augment.set_random_seed(seed)
+    return init
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -132,9 +156,10 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         # Every rank drew the same list; each takes an equal share, so the global batch is the profile's.
         draws = share_of(draws[:len(draws) - len(draws) % team.world_size], team)
         batch_size = max(1, settings.batch_size // team.world_size)
-        # num_workers=0: on two cores a loader process takes a core from torch (scripts/bench_training.py).
+        n_workers = loader_workers(device)
         loader = DataLoader(train, batch_size=batch_size, sampler=draws, collate_fn=stage.collate,
-                            num_workers=0, drop_last=len(draws) > batch_size)
+                            num_workers=n_workers, drop_last=len(draws) > batch_size,
+                            worker_init_fn=_seed_loader_worker(stage.augment) if n_workers else None)
         model.train()
         start = time.perf_counter()
         losses = []

@@ -393,6 +393,34 @@ def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
     assert anywhere.box == pytest.approx((45, 85, 55, 95))
 
 
+class _BackOrCanal(torch.nn.Module):
+    """A 'detector' that boxes the fat of the back on the midline, 20 mm in front of the skin and
+    30 mm from the body's sides (0.95), and a canal 70 mm in front of the skin (0.7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        boxes = torch.tensor([[95.0, 161.0, 105.0, 171.0], [95.0, 125.0, 105.0, 135.0]])
+        return [{"boxes": boxes, "scores": torch.tensor([0.95, 0.7])} for _ in images]
+
+
+def test_a_box_in_the_back_under_the_skin_is_not_the_canal():
+    """Deep enough under the skin by straight distance (the lumbar back is wide), but too close to
+    the skin of the back for the canal: seen on a thin volunteer's Dixon water image, graded D."""
+    from stages.detector import BACK_DEPTH_MM, SKIN_DEPTH_MM, detect
+    from stages.profiles import quick
+
+    config = quick().configs.detector
+    image = np.zeros((200, 200), np.float32)
+    image[20:180, 10:190] = 1.0  # anterior up: the skin of the back is row 180
+    spacing = (config.pixel_mm, config.pixel_mm)
+    assert SKIN_DEPTH_MM <= (180 - 166) * config.pixel_mm < BACK_DEPTH_MM
+    found, = detect(_BackOrCanal(), [image], [spacing], config)
+    assert found.box == pytest.approx((95, 125, 105, 135)) and found.score == pytest.approx(0.7)
+
+
 def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
     """The shared run (detector, segmenter, locator) and a locator-only run must agree: each
     stage's model is initialised from its own seed, not from what earlier stages left."""
