@@ -38,6 +38,10 @@ class TrainSettings:
     balanced: bool = True  # weighted sampling: every level / grade equally often
     seed: int = 0
     max_val_items: int | None = None  # validate on at most this many items, spread evenly (None: all)
+    #: First epoch (from 1) whose model is validated and can be kept; the last always is. On a short
+    #: schedule the early epochs are never the best, and validating the detector on two CPU cores
+    #: costs half an epoch.
+    validate_from: int = 1
 
 
 @dataclass
@@ -175,13 +179,15 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         seconds = time.perf_counter() - start
         total_seconds += seconds
         total_images += len(loader) * batch_size * team.world_size
-        model.eval()
-        metrics = from_main(stage.evaluate(model, val) if team.is_main else None, team)
-        score = float(metrics["score"])
-        scheduler.step(score)
-        rank = (score, float(metrics.get("tiebreak", 0.0)))
-        if rank > best_rank:
-            best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
+        metrics = {}
+        if epoch + 1 >= min(settings.validate_from, settings.epochs):
+            model.eval()
+            metrics = from_main(stage.evaluate(model, val) if team.is_main else None, team)
+            score = float(metrics["score"])
+            scheduler.step(score)
+            rank = (score, float(metrics.get("tiebreak", 0.0)))
+            if rank > best_rank:
+                best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                **{f"val_{k}": float(v) for k, v in metrics.items()}, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 2),

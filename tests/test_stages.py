@@ -158,6 +158,28 @@ def test_empty_validation_set_is_an_error_not_the_first_epoch():
         fit(unit, train, empty, profile.settings["level"], progress=False)
 
 
+def test_epochs_before_validate_from_are_neither_validated_nor_kept(monkeypatch):
+    """The model kept comes from a validated epoch, and the last epoch is validated even when
+    validate_from lies beyond the schedule."""
+    profile = smoke()
+    records = make_records()
+    unit, train, val = stage_training("level", profile.configs, records[:20], records[20:])
+    validated = []
+    evaluate = unit.evaluate
+
+    def counting(model, data):
+        validated.append(True)
+        return {**evaluate(model, data), "score": -len(validated)}  # the first validated epoch scores best
+    monkeypatch.setattr(unit, "evaluate", counting)
+    three = replace(profile.settings["level"], epochs=3)
+    result = fit(unit, train, val, replace(three, validate_from=2), progress=False)
+    assert len(validated) == 2 and result.best_epoch == 1
+    assert "val_score" not in result.history[0] and "val_score" in result.history[1]
+    validated.clear()
+    result = fit(unit, train, val, replace(three, validate_from=9), progress=False)
+    assert len(validated) == 1 and result.best_epoch == 2
+
+
 def test_grade_checkpoints_are_chosen_by_macro_f1():
     """A validation set that is mostly grade A: a model calling everything A has high accuracy
     and poor macro-F1; the grade stage scores it by macro-F1 (the level stage by accuracy)."""
