@@ -416,8 +416,8 @@ def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
 
 
 class _BackOrCanal(torch.nn.Module):
-    """A 'detector' that boxes the fat of the back on the midline, 20 mm in front of the skin and
-    30 mm from the body's sides (0.95), and a canal 70 mm in front of the skin (0.7)."""
+    """A 'detector' that boxes the fat of the back on the midline, 20 mm in front of its skin and
+    further from every other edge (0.95), and a canal 70 mm in front of the skin (0.7)."""
 
     def __init__(self):
         super().__init__()
