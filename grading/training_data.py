@@ -9,7 +9,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from grading.dicom import SkippedFile, scan_study
+from grading.dicom import SkippedFile, StudyScan, scan_study
 from grading.dicom.pixels import load_slice
 from stages.preprocessing import Preprocessing, normalise_intensity
 from stages.records import SliceRecord
@@ -29,13 +29,20 @@ def _box(row) -> tuple[float, float, float, float] | None:
     return tuple(float(v) for v in values)
 
 
+def _scanned(images_root: Path | str, scan: StudyScan | None, progress: bool) -> StudyScan:
+    """The image root's scan: the one given (reading 4000 headers takes seconds), else a fresh one."""
+    return scan if scan is not None else scan_study(images_root, progress=progress, verify_pixels=False)
+
+
 def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str, table_dir: Path | str,
-                       progress: bool = True, preprocessing: Preprocessing = Preprocessing()) -> TrainingData:
-    """Records for ``rater``'s rows, matched to images by SOP Instance UID."""
+                       progress: bool = True, preprocessing: Preprocessing = Preprocessing(),
+                       scan: StudyScan | None = None) -> TrainingData:
+    """Records for ``rater``'s rows, matched to images by SOP Instance UID (``scan``: of
+    ``images_root``, when the caller has one)."""
     rows = labels[labels.rater == rater]
     if rows.empty:
         raise ValueError(f"no rows for rater {rater!r} (the table has: {', '.join(sorted(set(labels.rater)))})")
-    scan = scan_study(images_root, progress=progress, verify_pixels=False)
+    scan = _scanned(images_root, scan, progress)
     by_sop = {s.sop_uid: s for series in scan.series for s in series.slices}
     records, missing = [], []
     for row in tqdm(rows.to_dict("records"), desc=f"loading {rater}'s slices", unit="slice", disable=None if progress else True):
@@ -72,11 +79,11 @@ def load_training_data(labels: pd.DataFrame, images_root: Path | str, rater: str
 
 def load_column_data(table: pd.DataFrame, images_root: Path | str, table_dir: Path | str,
                      preprocessing: Preprocessing = Preprocessing(), max_from_middle: float = 3,
-                     progress: bool = True) -> TrainingData:
+                     progress: bool = True, scan: StudyScan | None = None) -> TrainingData:
     """Sagittal slices near each series' middle, with their column class maps (and label maps),
     in the sagittal display frame: what the level locator learns from."""
     rows = table[table.from_middle.astype(float) <= max_from_middle]
-    scan = scan_study(images_root, progress=progress, verify_pixels=False)
+    scan = _scanned(images_root, scan, progress)
     by_sop = {s.sop_uid: s for series in scan.series for s in series.slices}
     records, missing = [], []
     for row in tqdm(rows.to_dict("records"), desc="loading sagittal slices", unit="slice",

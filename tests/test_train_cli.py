@@ -97,3 +97,24 @@ def test_a_slice_without_a_patient_is_refused(tmp_path, capsys):
     assert grade_train(args) == 2
     assert "empty study_id" in capsys.readouterr().err
     shutil.rmtree(cohort)
+
+
+def test_the_image_folder_is_scanned_once_for_slices_and_columns(tmp_path, monkeypatch):
+    """The locator's sagittal slices come from the same scan as the axial ones (a cohort's few
+    thousand headers take seconds to read)."""
+    from dataclasses import replace
+
+    import grading.cli.train as train_cli
+    from grading.dicom import scan_study
+
+    cohort = generate_cohort(tmp_path / "cohort", replace(phantom_config(3, 5), series=("ax_t2", "sag_t2")),
+                             progress=False)
+
+    scans = []
+    monkeypatch.setattr(train_cli, "scan_study", lambda *a, **k: scans.append(a) or scan_study(*a, **k), raising=False)
+    monkeypatch.setattr("grading.training_data.scan_study", lambda *a, **k: scans.append(a) or scan_study(*a, **k))
+    code = grade_train(["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--rater", "A1",
+                        "--stages", "locator", "--final-only", "--profile", "smoke", "-o", str(tmp_path / "run"),
+                        "--splits", str(tmp_path / "splits.json"), "--folds", "3"])
+    assert code == 0 and len(scans) == 1
+    assert (tmp_path / "run" / "final" / "bundle" / "manifest.json").is_file()

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from grading.cli.common import EXIT_USAGE, CommandError, run_command
+from grading.dicom import scan_study
 from grading.labels import (
     TRAINING_COLUMNS,
     LabelTableError,
@@ -99,8 +100,9 @@ def _main(argv: list[str] | None) -> int:
         seed_everything(args.seed)
         start = time.perf_counter()
         profile = PROFILES[args.profile](args.seed)
+        scan = scan_study(args.images, progress=True, verify_pixels=False)  # once, for the slices and the columns
         data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent,
-                                  preprocessing=profile.configs.preprocessing)
+                                  preprocessing=profile.configs.preprocessing, scan=scan)
         for line in data.missing[:10]:
             print(f"grade-train: skipped {line}", file=sys.stderr)
         column_records = []
@@ -110,7 +112,7 @@ def _main(argv: list[str] | None) -> int:
                                    "(grade-phantom writes column.csv; or pass --column-labels)", EXIT_USAGE)
             column = pd.read_csv(column_path, dtype={"study_id": str}, keep_default_na=False)
             column_records = load_column_data(column, args.images, column_path.parent,
-                                              preprocessing=profile.configs.preprocessing).records
+                                              preprocessing=profile.configs.preprocessing, scan=scan).records
         if args.segmenter or args.segmenter_loss:
             configs = profile.configs
             segmenter = replace(configs.segmenter, architecture=args.segmenter or configs.segmenter.architecture)
