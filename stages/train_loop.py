@@ -147,6 +147,7 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         best_state = state["best_state"]
         history = _read_history(run_dir / "metrics.csv")[:start_epoch]
     n_samples = settings.samples_per_epoch or len(train)
+    n_workers = loader_workers(device)
     total_images, total_seconds = 0, 0.0
     for epoch in range(start_epoch, settings.epochs):
         seed = _epoch_seed(settings.seed, epoch)
@@ -160,7 +161,6 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         # Every rank drew the same list; each takes an equal share, so the global batch is the profile's.
         draws = share_of(draws[:len(draws) - len(draws) % team.world_size], team)
         batch_size = max(1, settings.batch_size // team.world_size)
-        n_workers = loader_workers(device)
         loader = DataLoader(train, batch_size=batch_size, sampler=draws, collate_fn=stage.collate,
                             num_workers=n_workers, drop_last=len(draws) > batch_size,
                             worker_init_fn=_seed_loader_worker(stage.augment) if n_workers else None)
