@@ -72,7 +72,10 @@ class StageSynth:
     The detector and segmenter learn shape and context from any contrast. The classifiers
     read rootlets against CSF (the Schizas grade) and cord against CSF: their renders keep
     those pairs apart (label values of grade-phantom's vocabulary: CSF 32, rootlets 33,
-    cord 34, conus 35) and they see fewer of them.
+    cord 34, conus 35) and they see fewer of them. The grade classifier also sees a share of
+    sacs whose rootlets a coarse series would not resolve (CSF and rootlets averaged in place):
+    without them it learns "A = rootlets I can see" and grades a healthy real sac on a Dixon or
+    abdominal series C or D (docs/REAL_GRADES.md).
     """
 
     detector: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
@@ -80,7 +83,8 @@ class StageSynth:
     level: SynthConfig = field(default_factory=lambda: SynthConfig(
         probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
     grade: SynthConfig = field(default_factory=lambda: SynthConfig(
-        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0)))
+        probability=0.3, contrast_pairs=((32, 33), (32, 34), (32, 35)), distractors=(0, 0),
+        unresolved_probability=0.3, unresolved_labels=(32, 33)))
     locator: SynthConfig = field(default_factory=lambda: SynthConfig(probability=0.5))
 
 

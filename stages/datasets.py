@@ -22,7 +22,7 @@ from stages.detector import (
 )
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.records import SliceRecord
-from stages.synth import SynthConfig, render_random
+from stages.synth import SynthConfig, render_random, unresolve_share
 
 
 def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:
@@ -39,13 +39,19 @@ def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:
 
 
 def _render_share(images: torch.Tensor, labels: list[np.ndarray | None], synth: SynthConfig | None) -> torch.Tensor:
-    """Replace the images whose label map is drawn (probability ``synth.probability``)."""
-    if synth is None or synth.probability <= 0:
+    """Replace the images whose label map is drawn (probability ``synth.probability``), then
+    blur structures below a coarse series' resolution on a share of all label-mapped ones."""
+    if synth is None:
         return images
-    chosen = [i for i, lab in enumerate(labels) if lab is not None and float(torch.rand(1)) < synth.probability]
-    if chosen:
-        maps = torch.from_numpy(np.stack([labels[i] for i in chosen]).astype(np.int64))
-        images[chosen] = _rendered(maps, synth)
+    if synth.probability > 0:
+        chosen = [i for i, lab in enumerate(labels) if lab is not None and float(torch.rand(1)) < synth.probability]
+        if chosen:
+            maps = torch.from_numpy(np.stack([labels[i] for i in chosen]).astype(np.int64))
+            images[chosen] = _rendered(maps, synth)
+    mapped = [i for i, lab in enumerate(labels) if lab is not None]
+    if synth.unresolved_probability > 0 and mapped:
+        maps = torch.from_numpy(np.stack([labels[i] for i in mapped]).astype(np.int64))
+        images[mapped] = unresolve_share(images[mapped], maps, synth)
     return images
 
 

@@ -36,6 +36,11 @@ class SynthConfig:
     invert_probability: float = 0.15
     contrast_pairs: tuple[tuple[int, int], ...] = ()  # label pairs kept at least min_contrast apart
     min_contrast: float = 0.25
+    # Share of label-mapped samples (rendered or stored) whose ``unresolved_labels`` region is
+    # replaced by its own local mean: what a coarse series shows of structures below its resolution.
+    unresolved_probability: float = 0.0
+    unresolved_labels: tuple[int, ...] = ()
+    unresolved_sigma_px: tuple[float, float] = (1.5, 4.0)
 
 
 def _smooth_noise(batch: int, shape: tuple[int, int], cells: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -74,6 +79,43 @@ def _distractors(images: torch.Tensor, count: tuple[int, int], generator) -> tor
     return images
 
 
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, H, W), edges replicated."""
+    batch, rows, cols = images.shape
+    radius = max(1, int(round(2.5 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, -1)
+    flat = images.reshape(batch * rows, 1, cols)
+    flat = F.conv1d(F.pad(flat, (radius, radius), mode="replicate"), k)
+    images = flat.reshape(batch, rows, cols).transpose(1, 2).reshape(batch * cols, 1, rows)
+    images = F.conv1d(F.pad(images, (radius, radius), mode="replicate"), k)
+    return images.reshape(batch, cols, rows).transpose(1, 2)
+
+
+def unresolve(images: torch.Tensor, labels: torch.Tensor, region_labels: tuple[int, ...], sigma: float) -> torch.Tensor:
+    """Inside the region (e.g. CSF and rootlets: the sac), each pixel becomes the region's own
+    local mean over ``sigma`` pixels; outside, the image is untouched. A sparse rootlet bundle in
+    CSF becomes a bright sac with at most a faint mottle, a packed one stays grey: the Schizas
+    contrast that survives a series too coarse to show single rootlets. The region's edges stay
+    sharp, so nothing else about the slice changes."""
+    region = torch.isin(labels, torch.tensor(region_labels, dtype=labels.dtype)).float()
+    local = _gaussian_blur(images * region, sigma) / _gaussian_blur(region, sigma).clamp(min=1e-3)
+    return torch.where(region > 0, local, images)
+
+
+def unresolve_share(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """``unresolve`` on a random share (``cfg.unresolved_probability``) of the batch."""
+    if cfg.unresolved_probability <= 0 or not cfg.unresolved_labels:
+        return images
+    chosen = torch.nonzero(torch.rand(len(images), generator=generator) < cfg.unresolved_probability)[:, 0]
+    if len(chosen):
+        sigma = float(_uniform(1, *cfg.unresolved_sigma_px, generator))
+        images = images.clone()
+        images[chosen] = unresolve(images[chosen], labels[chosen], cfg.unresolved_labels, sigma)
+    return images
+
+
 def _degrade_resolution(images: torch.Tensor, cfg: SynthConfig, generator) -> torch.Tensor:
     batch, rows, cols = images.shape
     factor = float(_uniform(1, *cfg.downsample, generator))
@@ -84,14 +126,7 @@ def _degrade_resolution(images: torch.Tensor, cfg: SynthConfig, generator) -> to
         images = F.interpolate(images, size=(rows, cols), mode="bilinear", align_corners=False)[:, 0]
     sigma = float(_uniform(1, *cfg.blur_px, generator))
     if sigma > 0.2:
-        radius = max(1, int(round(2.5 * sigma)))
-        k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
-        k = (k / k.sum()).view(1, 1, -1)
-        flat = images.reshape(batch * rows, 1, cols)
-        flat = F.conv1d(F.pad(flat, (radius, radius), mode="replicate"), k)
-        images = flat.reshape(batch, rows, cols).transpose(1, 2).reshape(batch * cols, 1, rows)
-        images = F.conv1d(F.pad(images, (radius, radius), mode="replicate"), k)
-        images = images.reshape(batch, cols, rows).transpose(1, 2)
+        images = _gaussian_blur(images, sigma)
     return images
 
 

@@ -1,11 +1,13 @@
-"""Randomised contrast from label maps: every label its own intensity, pairs kept apart, corruptions bounded."""
+"""Randomised contrast from label maps: every label its own intensity, pairs kept apart, corruptions bounded;
+rootlets below a coarse series' resolution averaged into the sac."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from stages.datasets import PatchCollate
-from stages.synth import SynthConfig, render_random
+from stages.synth import SynthConfig, render_random, unresolve, unresolve_share
 
 PLAIN = SynthConfig(texture=(0.0, 0.0), distractors=(0, 0), blur_px=(0.0, 0.0), downsample=(1.0, 1.0), bias=0.0,
                     gamma_sd=0.0, noise=(0.0, 0.0), invert_probability=0.0)
@@ -76,3 +78,49 @@ def test_patch_collate_renders_only_samples_with_label_maps():
     assert x.shape == (2, 1, 32, 32) and y.tolist() == [0, 1]
     assert not torch.allclose(x[0], image)  # rendered from its label map
     assert torch.equal(x[1], image)  # no label map: the stored image, untouched
+
+
+def _sac_with_rootlets(size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bright 'CSF' disc (label 2) holding dark 'rootlet' dots (label 3), in grey tissue (label 1)."""
+    labels = torch.ones(1, size, size, dtype=torch.long)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    labels[0][(yy - 24) ** 2 + (xx - 24) ** 2 <= 14 ** 2] = 2
+    for cy, cx in ((18, 20), (22, 30), (28, 22), (30, 30), (20, 26)):
+        labels[0][(yy - cy) ** 2 + (xx - cx) ** 2 <= 2] = 3
+    image = torch.where(labels == 2, 1.0, torch.where(labels == 3, 0.2, 0.4)).float()
+    return image, labels
+
+
+def test_unresolved_rootlets_leave_the_sac_bright_and_the_rest_untouched():
+    image, labels = _sac_with_rootlets()
+    out = unresolve(image, labels, (2, 3), sigma=3.0)
+    sac = (labels == 2) | (labels == 3)
+    assert torch.equal(out[~sac], image[~sac])  # tissue outside the sac is not blurred into it
+    inside = out[sac]
+    # The dots are gone (the sac is nearly flat) and the sac keeps its CSF-rich mean: bright, not grey.
+    assert float(inside.std()) < 0.5 * float(image[sac].std())
+    assert float(inside.mean()) == pytest.approx(float(image[sac].mean()), abs=0.03)
+    assert float(inside.min()) > 0.6
+
+
+def test_unresolve_share_draws_its_samples_and_can_be_off():
+    image, labels = _sac_with_rootlets()
+    images, maps = image.repeat(64, 1, 1), labels.repeat(64, 1, 1)
+    off = SynthConfig(unresolved_probability=0.0, unresolved_labels=(2, 3))
+    assert torch.equal(unresolve_share(images, maps, off), images)
+    half = SynthConfig(unresolved_probability=0.5, unresolved_labels=(2, 3))
+    out = unresolve_share(images, maps, half, torch.Generator().manual_seed(0))
+    changed = (out - images).abs().flatten(1).amax(1) > 1e-4
+    assert 16 < int(changed.sum()) < 48  # about half the batch
+    assert torch.equal(images, image.repeat(64, 1, 1))  # the input batch is not modified in place
+
+
+def test_patch_collate_unresolves_stored_images_that_have_label_maps():
+    image, labels = _sac_with_rootlets()
+    batch = [(image.clone(), torch.tensor(0), labels[0].numpy().astype(np.uint8)),  # (1, H, W) items
+             (image.clone(), torch.tensor(1), None)]
+    config = SynthConfig(probability=0.0, unresolved_probability=1.0, unresolved_labels=(2, 3))
+    x, _ = PatchCollate(config)(batch)
+    assert not torch.allclose(x[0], image)  # not re-rendered (probability 0), but its rootlets averaged away
+    assert float(x[0][labels == 2].min()) > 0.6  # still a CSF-bright sac
+    assert torch.equal(x[1], image)  # no label map: untouched
