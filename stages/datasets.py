@@ -41,17 +41,15 @@ def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:
 def _render_share(images: torch.Tensor, labels: list[np.ndarray | None], synth: SynthConfig | None) -> torch.Tensor:
     """Replace the images whose label map is drawn (probability ``synth.probability``), then
     blur structures below a coarse series' resolution on a share of all label-mapped ones."""
-    if synth is None:
-        return images
-    if synth.probability > 0:
-        chosen = [i for i, lab in enumerate(labels) if lab is not None and float(torch.rand(1)) < synth.probability]
-        if chosen:
-            maps = torch.from_numpy(np.stack([labels[i] for i in chosen]).astype(np.int64))
-            images[chosen] = _rendered(maps, synth)
     mapped = [i for i, lab in enumerate(labels) if lab is not None]
-    if synth.unresolved_probability > 0 and mapped:
-        maps = torch.from_numpy(np.stack([labels[i] for i in mapped]).astype(np.int64))
-        images[mapped] = unresolve_share(images[mapped], maps, synth)
+    if synth is None or not mapped:
+        return images
+    maps = torch.from_numpy(np.stack([labels[i] for i in mapped]).astype(np.int64))
+    if synth.probability > 0:
+        drawn = [k for k in range(len(mapped)) if float(torch.rand(1)) < synth.probability]
+        if drawn:
+            images[[mapped[k] for k in drawn]] = _rendered(maps[drawn], synth)
+    images[mapped] = unresolve_share(images[mapped], maps, synth)
     return images
 
 
