@@ -57,6 +57,8 @@ class LevelAssignment:
     source: str = "axial"  # sagittal | axial (angled stacks or windows)
     sure: bool = False
     flags: list[str] = field(default_factory=list)
+    lumbar_count: int | None = None  # lumbar vertebrae counted on the sagittal series; None: five assumed
+    lumbar_probabilities: dict[int, float] = field(default_factory=dict)  # P(4, 5, 6) from the heights in view
 
 
 def assign_levels(headers: list[SliceHeader], positions: np.ndarray,
@@ -72,7 +74,7 @@ def assign_levels(headers: list[SliceHeader], positions: np.ndarray,
     names = [localization.name_of(h) or "outside the sagittal view" for h in headers]
     confidence = "sure" if localization.sure else "unsure"
     return LevelAssignment(names, f"{localization.method}; {confidence}", "sagittal", localization.sure,
-                           list(localization.flags))
+                           list(localization.flags), localization.lumbar_count, dict(localization.lumbar_probabilities))
 
 
 def _axial_levels(headers: list[SliceHeader], positions: np.ndarray) -> LevelAssignment:

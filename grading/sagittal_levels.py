@@ -2,12 +2,12 @@
 
 The locator marks vertebral bodies, discs and the sacrum on the middle sagittal slices. Its
 structures are placed in patient millimetres through the slices' geometry, ordered head to
-foot, and named by counting up from the sacrum: the disc just above it is the lumbosacral disc,
-the body above that the last lumbar vertebra, and so on. Where the thoracolumbar junction is in
-view (a run of at least two thin discs at the top: thoracic discs are under ~7 mm), the lumbar
-vertebrae between it and the sacrum are counted: four or six of them is a transitional
-lumbosacral vertebra, named counting down from the junction and flagged; any other count is
-not anatomy (degenerate lumbar discs are thin too), so the junction is ignored and said to be.
+foot, and named by counting up from the sacrum: the disc just above it is the lumbosacral disc, the
+body above that the last lumbar vertebra, and so on. How many lumbar vertebrae there are (four
+or six is a transitional lumbosacral vertebra) is weighed from the heights of the bodies and
+discs in view: thoracic bodies and discs are shorter than lumbar ones, so each count puts the
+thoracolumbar junction somewhere and predicts which heights look thoracic. With the junction out
+of view the heights cannot tell, the usual five is assumed, and the report says so.
 An axial slice is then named by the structure its plane crosses just in front of the canal,
 as a radiologist reads the cross-reference line: where the line leaves the column's posterior
 wall, a millimetre inside it, a disc ('L4/L5') or a vertebral body ('L4'). The locator's
@@ -17,6 +17,7 @@ falls on its right side.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -27,7 +28,17 @@ from stages.vocabulary import COLUMN_CLASSES
 
 BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
 MIN_AREA_MM2 = 40.0  # smaller components are noise
-THORACIC_DISC_MM = 7.0  # thoracic discs (4.5-6.5 mm) are thinner than lumbar ones (8.5-12)
+#: Heights along the spine relative to the median of the three lowest lumbar bodies (mean, sd),
+#: by kind and region. Thoracic bodies (T10-T12: 20-24 mm) and discs (4.5-6.5 mm) are shorter
+#: than lumbar ones (25-30 and 8.5-12 mm, degenerate discs down to two thirds); lumbar bodies
+#: grow a little towards the sacrum (``LUMBAR_BODY_GROWTH`` per level); the spreads allow for the
+#: locator's blurred edges. Set from the phantom's anatomy, not fitted to a cohort.
+RELATIVE_HEIGHT = {("body", "thoracic"): (0.74, 0.06), ("body", "lumbar"): (1.0, 0.07),
+                   ("disc", "thoracic"): (0.23, 0.06), ("disc", "lumbar"): (0.35, 0.06)}
+LUMBAR_BODY_GROWTH = 0.025  # L3 is the reference; L1 about 5% shorter
+MAX_Z = 3.0  # one wild height (a locator fragment) weighs no more than three standard deviations
+LUMBAR_PRIOR = {4: 0.05, 5: 0.90, 6: 0.05}  # about one patient in ten has a transitional vertebra
+SURE = 0.95  # posterior a lumbar count needs before the report calls it counted
 WALL_INSET_MM = 1.0  # a slice is named by what it crosses this far in front of the canal
 STEP_PX = 0.25  # sampling along an axial slice's crossing line
 NEAR_COLUMN_PX = 2  # crossing samples this close to a named structure count as the column
@@ -42,6 +53,11 @@ class Structure:
     points: np.ndarray  # (n, 3) patient mm of its pixels
     name: str = ""
     pixels: np.ndarray | None = field(default=None, repr=False)  # (n, 2) display-frame rows, columns
+    pixel_area: float = 1.0  # mm² each point stands for
+
+    @property
+    def area_mm2(self) -> float:
+        return len(self.points) * self.pixel_area
 
     @property
     def centre(self) -> np.ndarray:
@@ -55,6 +71,7 @@ class Localization:
     sure: bool
     flags: list[str] = field(default_factory=list)
     lumbar_count: int | None = None
+    lumbar_probabilities: dict[int, float] = field(default_factory=dict)  # P(4, 5, 6 lumbar vertebrae)
     mid_slice: SliceHeader | None = None  # the sagittal slice the localizer picture shows
     class_map: np.ndarray | None = field(default=None, repr=False)  # its classes, display frame
     probabilities: np.ndarray | None = field(default=None, repr=False)  # (classes, rows, cols), display frame
@@ -137,19 +154,26 @@ def _structures(class_map: np.ndarray, header: SliceHeader) -> list[Structure]:
                 continue
             stored = header.display.indices_to_stored(rows, cols, (header.rows, header.columns))
             points = pixel_to_patient(header.image_position, header.image_orientation, header.pixel_spacing, *stored)
-            out.append(Structure(kind, points, pixels=np.column_stack([rows, cols])))
+            out.append(Structure(kind, points, pixels=np.column_stack([rows, cols]), pixel_area=area))
     return sorted(out, key=lambda s: -s.centre[2])  # head first
 
 
-def _thickness(disc: Structure, above: Structure | None, below: Structure | None) -> float:
-    """A disc's height along the spine: its extent along the line between the bodies it parts."""
-    if above is None or below is None:
-        axis = np.array([0.0, 0.0, 1.0])
-    else:
-        axis = above.centre - below.centre
-        axis /= np.linalg.norm(axis)
-    along = disc.points @ axis
-    return float(np.percentile(along, 95) - np.percentile(along, 5))
+def _heights(column: list[Structure]) -> list[float]:
+    """Each body's or disc's mean height along the spine: its area over its antero-posterior
+    width, both taken across the local axis (the line between its neighbours' centres). A mean
+    height is robust to the wedge of a disc or a body's rounded corners."""
+    out = []
+    for k, structure in enumerate(column):
+        upper = column[k - 1].centre if k > 0 else structure.centre
+        lower = column[k + 1].centre if k + 1 < len(column) else structure.centre
+        axis = upper - lower
+        axis = axis / np.linalg.norm(axis)
+        across = np.array([0.0, 1.0, 0.0]) - axis[1] * axis  # antero-posterior (LPS y), square to the axis
+        across /= np.linalg.norm(across)
+        width = structure.points @ across
+        depth = (np.percentile(width, 97.5) - np.percentile(width, 2.5)) / 0.95  # the full width of a uniform spread
+        out.append(float(structure.area_mm2 / depth) if depth > 0 else 0.0)
+    return out
 
 
 def _on_the_column(structures: list[Structure]) -> list[Structure]:
@@ -177,62 +201,80 @@ def _merge_disc_fragments(structures: list[Structure]) -> list[Structure]:
     for s in structures:  # head first
         if s.kind == "disc" and out and out[-1].kind == "disc":
             pixels = None if s.pixels is None else np.concatenate([out[-1].pixels, s.pixels])
-            out[-1] = Structure("disc", np.concatenate([out[-1].points, s.points]), pixels=pixels)
+            out[-1] = Structure("disc", np.concatenate([out[-1].points, s.points]), pixels=pixels,
+                                pixel_area=s.pixel_area)
         else:
             out.append(s)
     return out
 
 
-def _junction(discs: list[Structure], bodies: list[Structure]) -> Structure | None:
-    """The thoracolumbar disc: the lowest of a run of at least two thin discs at the top of the
-    view, each between two bodies in view (a disc cut by the field of view measures thin)."""
-    whole = [d for d in discs if any(b.centre[2] > d.centre[2] for b in bodies)]
-    run = []
-    for disc in whole:  # head first
-        over = [b for b in bodies if b.centre[2] > disc.centre[2]]
-        under = [b for b in bodies if b.centre[2] < disc.centre[2]]
-        if not under or _thickness(disc, over[-1], under[0]) >= THORACIC_DISC_MM:
-            break
-        run.append(disc)
-    return run[-1] if len(run) >= 2 else None
+def lumbar_count_posterior(column: list[Structure]) -> dict[int, float]:
+    """P(4, 5 or 6 lumbar vertebrae | the heights in view) for the bodies and discs above the
+    sacrum (head first). Counting up from the sacrum, each count puts the thoracolumbar junction
+    at a different place: the bodies above it, and the disc just under each of them, should be
+    thoracic-short. Heights are taken relative to the three lowest bodies (lumbar whatever the
+    count); the topmost structure, which the field of view may cut, does not vote."""
+    heights = _heights(column)
+    bodies_below = np.cumsum([s.kind == "body" for s in column[::-1]])[::-1]  # bodies at or below each
+    lowest = [h for h, s, k in zip(heights, column, bodies_below) if s.kind == "body" and k <= 3]
+    log_posterior = {n: float(np.log(p)) for n, p in LUMBAR_PRIOR.items()}
+    if len(lowest) == 3:
+        reference = float(np.median(lowest))
+        for height, structure, below in list(zip(heights, column, bodies_below))[1:]:
+            # A disc belongs with the body above it: T12/L1 is as thin as the thoracic discs.
+            rank = below if structure.kind == "body" else below + 1  # 1: the last lumbar body
+            for n in log_posterior:
+                mean, sd = RELATIVE_HEIGHT[(structure.kind, "thoracic" if rank > n else "lumbar")]
+                if structure.kind == "body" and rank <= n:
+                    mean -= LUMBAR_BODY_GROWTH * (rank - 2)
+                z = min(abs(height / reference - mean) / sd, MAX_Z)
+                log_posterior[n] += -0.5 * z * z - np.log(sd)
+    top = max(log_posterior.values())
+    weights = {n: np.exp(v - top) for n, v in log_posterior.items()}
+    return {n: float(w / sum(weights.values())) for n, w in weights.items()}
 
 
-def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], int | None]:
-    """Give every structure its name; returns (method, sure, flags, lumbar vertebrae counted).
-    ``structures`` (head first) is updated in place: structures off the column are dropped and
-    disc fragments merged."""
+class ColumnNaming(NamedTuple):
+    method: str  # how the names were given, for the report
+    sure: bool
+    flags: list[str]
+    lumbar_count: int | None  # lumbar vertebrae counted; None where the usual five is assumed
+    lumbar_probabilities: dict[int, float]  # P(4, 5 or 6 lumbar vertebrae); empty where not weighed
+
+
+def name_structures(structures: list[Structure]) -> ColumnNaming:
+    """Give every structure its name. ``structures`` (head first) is updated in place:
+    structures off the column are dropped and disc fragments merged."""
     structures[:] = _merge_disc_fragments(_on_the_column(structures))
     sacra = [s for s in structures if s.kind == "sacrum"]
-    column = [s for s in structures if s.kind != "sacrum"]
     if not sacra:
-        return "no sacrum in the sagittal view: levels not named from it", False, ["sacrum not in view"], None
+        return ColumnNaming("no sacrum in the sagittal view: levels not named from it", False, ["sacrum not in view"],
+                            None, {})
     sacrum = max(sacra, key=lambda s: len(s.points))
     sacrum.name = "S1"
-    above = [s for s in column if s.centre[2] > sacrum.centre[2]]  # head first
+    above = [s for s in structures if s.kind != "sacrum" and s.centre[2] > sacrum.centre[2]]  # head first
     bodies = [s for s in above if s.kind == "body"]
     discs = [s for s in above if s.kind == "disc"]
     if not bodies:
-        return "no vertebral body above the sacrum in view", False, ["no lumbar vertebra in view"], None
-    junction = _junction(discs, bodies)
-    count = None if junction is None else sum(b.centre[2] < junction.centre[2] for b in bodies)
-    flags, sure = [], True
-    if count is not None and not 4 <= count <= 6:
-        flags.append(f"thin discs suggest T12/L1 with {count} lumbar vertebrae below it, which is not anatomy: "
-                     "levels counted up from the sacrum, assuming five lumbar vertebrae")
-        sure, count = False, None
-        method = FROM_THE_SACRUM
-    elif count is not None:
-        if count != 5:
-            flags.append(f"{count} lumbar vertebrae between T12/L1 and the sacrum: a transitional lumbosacral "
-                         "vertebra; levels named counting down from T12/L1")
-            sure = False
-        method = f"named on the sagittal series: {count} lumbar vertebrae counted between the thoracolumbar " \
-                 "junction (thin discs) and the sacrum"
+        return ColumnNaming("no vertebral body above the sacrum in view", False, ["no lumbar vertebra in view"],
+                            None, {})
+    posterior = lumbar_count_posterior(above)
+    n_lumbar = max(posterior, key=posterior.get)
+    chance = posterior[n_lumbar]
+    flags, sure, count = [], True, n_lumbar
+    if n_lumbar != 5:
+        flags.append(f"{n_lumbar} lumbar vertebrae (P = {chance:.2f} from the heights of the bodies and discs in "
+                     "view): a transitional lumbosacral vertebra; levels named counting down from T12/L1")
+        sure = False
+        method = f"named on the sagittal series: {n_lumbar} lumbar vertebrae, the thoracolumbar junction told by " \
+                 "the shorter thoracic bodies and discs above it"
+    elif chance >= SURE:
+        method = "named on the sagittal series: 5 lumbar vertebrae between the thoracolumbar junction (shorter " \
+                 f"thoracic bodies and discs above it, P = {chance:.2f}) and the sacrum"
     else:
-        flags.append("T12/L1 not in view: a transitional vertebra cannot be excluded; levels counted up from the "
-                     "sacrum, assuming five lumbar vertebrae")
-        method = FROM_THE_SACRUM
-    n_lumbar = count if count is not None else 5
+        flags.append(f"T12/L1 not clear in view (P = {chance:.2f} for five lumbar vertebrae): a transitional "
+                     "vertebra cannot be excluded; levels counted up from the sacrum, assuming five lumbar vertebrae")
+        method, count = FROM_THE_SACRUM, None
     # Name bodies bottom-up: the last lumbar first, then up through the thoracic spine.
     ordered = sorted(bodies, key=lambda b: b.centre[2])
     names = [f"L{n_lumbar - k}" if k < n_lumbar else f"T{12 - (k - n_lumbar)}" for k in range(len(ordered))]
@@ -245,7 +287,7 @@ def name_structures(structures: list[Structure]) -> tuple[str, bool, list[str], 
         upper = over[0].name if over else None
         lower = under[-1].name if under else "S1"
         disc.name = f"{upper}/{lower}" if upper else f"?/{lower}"
-    return method, sure, flags, count
+    return ColumnNaming(method, sure, flags, count, posterior)
 
 
 def middle_slices(localizer: Series, count: int) -> list[SliceHeader]:
@@ -263,9 +305,10 @@ def locate(headers: list[SliceHeader], probabilities: list[np.ndarray]) -> Local
     mean = np.mean(same, axis=0)
     class_map = mean.argmax(0).astype(np.uint8)
     structures = _structures(class_map, headers[middle])
-    method, sure, flags, count = name_structures(structures)
+    naming = name_structures(structures)
     named = [s for s in structures if s.name]
-    return Localization(named, method, sure, flags, count, headers[middle], class_map, mean,
+    return Localization(named, naming.method, naming.sure, naming.flags, naming.lumbar_count,
+                        naming.lumbar_probabilities, headers[middle], class_map, mean,
                         _near_column(named, class_map.shape))
 
 

@@ -7,12 +7,14 @@ or six lumbar vertebrae), grades both axial series of each (contiguous, and angl
 with the bundle's locator, and compares each slice's level name with the phantom's truth (the
 disc or body the slice crosses in front of the canal). Counts slices inside the lumbar spine
 (L1 to the lumbosacral disc), all of them and those whose named point lies at least 1 mm from a
-disc-body boundary (closer, the slice's own slab holds both); transitional studies must be named
-right or flagged.
+disc-body boundary (closer, the slice's own slab holds both), and says how often the number of
+lumbar vertebrae was counted right; transitional studies must be named right or flagged.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -47,8 +49,10 @@ def main() -> None:
             scan = scan_study(study, verify_pixels=False)
             for series in (s for s in scan.series if s.orientation == "axial"):
                 out = root / "graded" / study.name / series.uid[-8:]
-                if grade_study([str(study), "--models", str(args.models), "--series", series.uid, "-o", str(out),
-                                "--json"]) != 0:
+                with contextlib.redirect_stdout(io.StringIO()):  # one study's report at a time is noise here
+                    status = grade_study([str(study), "--models", str(args.models), "--series", series.uid, "-o",
+                                          str(out), "--json"])
+                if status != 0:
                     continue
                 report = json.loads((out / "report.json").read_text())
                 slices = pd.read_csv(out / "slices.csv", keep_default_na=False)
@@ -59,7 +63,8 @@ def main() -> None:
                                  "boundary_mm": float(truth.loc[row.sop_uid, "level_boundary_mm"] or "nan"),
                                  "lumbar": summaries[study.name]["lumbar_vertebrae"],
                                  "source": report["level_source"], "flagged": bool(report["level_flags"]),
-                                 "transitional_flag": any("transitional" in f for f in report["level_flags"])})
+                                 "counted": report["lumbar_vertebrae"]["count"],
+                                 "p_counted": max(report["lumbar_vertebrae"]["probabilities"].values(), default=None)})
     table = pd.DataFrame(rows)
     lumbar = table[table.truth.str.match(r"^L\d") | table.truth.str.endswith("/S1")]
     lumbar = lumbar.assign(right=lumbar.name == lumbar.truth)
@@ -72,10 +77,16 @@ def main() -> None:
               "from a disc-body boundary")
     typical = lumbar[lumbar.lumbar == 5]
     print(f"  five lumbar vertebrae: {typical.right.mean():.1%} right")
-    odd = lumbar[lumbar.lumbar != 5]
-    for patient, group in odd.groupby("patient"):
-        print(f"  {patient} ({int(group.lumbar.iloc[0])} lumbar): {group.right.mean():.0%} right, "
-              f"transitional flag {'raised' if group.transitional_flag.any() else 'NOT raised'}")
+    per_study = lumbar.groupby("patient").agg(lumbar=("lumbar", "first"), counted=("counted", "first"),
+                                              p=("p_counted", "first"), right=("right", "mean"))
+    miscounted = per_study[per_study.counted.notna() & (per_study.counted != per_study.lumbar)]
+    print(f"  lumbar vertebrae counted right in {(per_study.counted == per_study.lumbar).sum()} of {len(per_study)} "
+          f"studies, five assumed (junction not clear) in {per_study.counted.isna().sum()}, miscounted in "
+          f"{len(miscounted)}" + "".join(f"; {p}: {r.lumbar} counted {r.counted:g}" for p, r in miscounted.iterrows()))
+    for patient, row in per_study[per_study.lumbar != 5].iterrows():
+        counted = "not counted (five assumed, flagged)" if pd.isna(row.counted) else f"counted {row.counted:g} " \
+            f"(P {row.p:.2f}{', flagged' if row.counted != 5 else ''})"
+        print(f"  {patient} ({row.lumbar} lumbar): {counted}, {row.right:.0%} of its slices right")
     wrong = lumbar[~lumbar.right]
     if len(wrong):
         print("wrong names (name, truth: count, median mm from a disc-body boundary):")

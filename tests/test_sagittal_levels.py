@@ -40,22 +40,24 @@ def test_axial_plane_crosses_the_sagittal_slice_where_both_planes_meet():
     assert crossing_line(sagittal, _header((0, 0, 0), (0, 1, 0, 0, 0, -1))) is None  # parallel planes
 
 
-def _column(n_lumbar: int, thoracic_in_view: int = 2, sacrum: bool = True, degenerate_l5: bool = False):
-    """Bodies (25 mm) and discs (10 mm lumbar, 6 mm thoracic) stacked along z, as points."""
+def _column(n_lumbar: int, thoracic_in_view: int = 2, sacrum: bool = True, degenerate_l5: bool = False,
+            lumbar_disc_mm: float = 10.0):
+    """Bodies (27 mm lumbar, 21 mm thoracic) and discs (``lumbar_disc_mm``, 5.5 mm thoracic)
+    stacked along z, each a half-millimetre grid of points 30 mm deep in the sagittal plane."""
     structures, z = [], 0.0
-    rng = np.random.default_rng(0)
 
     def block(kind, height):
         nonlocal z
-        points = np.column_stack([rng.uniform(-5, 5, 400), rng.uniform(-40, -10, 400), z + rng.uniform(0, height, 400)])
-        structures.append(Structure(kind, points))
+        y, zz = np.meshgrid(np.arange(-40, -10, 0.5) + 0.25, z + np.arange(0, height, 0.5) + 0.25)
+        points = np.column_stack([np.zeros(y.size), y.ravel(), zz.ravel()])
+        structures.append(Structure(kind, points, pixel_area=0.25))
         z += height
 
     if sacrum:
         block("sacrum", 60)
     for k in range(n_lumbar):
-        block("disc", 4.0 if (degenerate_l5 and k == 0) else 10.0)
-        block("body", 26)
+        block("disc", 4.0 if (degenerate_l5 and k == 0) else lumbar_disc_mm)
+        block("body", 27)
     for _ in range(thoracic_in_view):
         block("disc", 5.5)
         block("body", 21)
@@ -68,8 +70,8 @@ def _names(structures):
 
 def test_five_lumbar_vertebrae_are_named_and_sure():
     structures = _column(5)
-    method, sure, flags, count = name_structures(structures)
-    assert sure and not flags and count == 5
+    naming = name_structures(structures)
+    assert naming.sure and not naming.flags and naming.lumbar_count == 5
     assert _names(structures) == ["T11", "T11/T12", "T12", "T12/L1", "L1", "L1/L2", "L2", "L2/L3", "L3", "L3/L4", "L4",
                                   "L4/L5", "L5", "L5/S1", "S1"]
 
@@ -77,46 +79,73 @@ def test_five_lumbar_vertebrae_are_named_and_sure():
 def test_six_or_four_lumbar_vertebrae_are_flagged_and_named_from_the_junction():
     for n in (6, 4):
         structures = _column(n)
-        method, sure, flags, count = name_structures(structures)
-        assert not sure and count == n and "transitional" in flags[0]
+        naming = name_structures(structures)
+        assert not naming.sure and naming.lumbar_count == n and "transitional" in naming.flags[0]
         names = _names(structures)
         assert names[:5] == ["T11", "T11/T12", "T12", "T12/L1", "L1"]
         assert names[-3:] == [f"L{n}", f"L{n}/S1", "S1"]
 
 
 def test_without_the_junction_in_view_levels_count_up_from_the_sacrum_with_a_flag():
-    structures = _column(5, thoracic_in_view=0)[2:]  # the view starts in L1
-    method, sure, flags, count = name_structures(structures)
-    assert count is None and "T12/L1 not in view" in flags[0] and sure
+    structures = _column(5, thoracic_in_view=0)[2:]  # the view starts in L2
+    naming = name_structures(structures)
+    assert naming.lumbar_count is None and "T12/L1 not clear in view" in naming.flags[0] and naming.sure
     assert _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
     # A thin degenerate L5/S1 disc at the bottom is not taken for the thoracolumbar junction.
     structures = _column(5, degenerate_l5=True)
-    assert name_structures(structures)[2] == [] and _names(structures)[-2] == "L5/S1"
+    assert name_structures(structures).flags == [] and _names(structures)[-2] == "L5/S1"
 
 
-def test_junction_evidence_that_is_not_anatomy_is_ignored_with_a_flag():
-    # Every lumbar disc degenerate (thin): "T12/L1" would sit just above the sacrum.
-    structures = [s for s in _column(5)]
-    for s in structures:
-        if s.kind == "disc":
-            middle = s.centre[2]
-            s.points = s.points[np.abs(s.points[:, 2] - middle) <= 2.5]
-    method, sure, flags, count = name_structures(structures)
-    assert count is None and not sure and "not anatomy" in flags[0]
-    assert _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
-    # One thin disc at the top of the view is not enough to call it the junction.
-    structures = _column(5, thoracic_in_view=1)
-    assert name_structures(structures)[3] is None and _names(structures)[-3:] == ["L5", "L5/S1", "S1"]
+def test_thin_degenerate_lumbar_discs_do_not_move_the_junction():
+    """Every lumbar disc as thin as a thoracic one: the bodies still tell lumbar from thoracic."""
+    structures = _column(5, lumbar_disc_mm=6.0)
+    naming = name_structures(structures)
+    assert naming.lumbar_count == 5 and naming.sure
+    assert _names(structures)[:5] == ["T11", "T11/T12", "T12", "T12/L1", "L1"]
+
+
+def test_the_lumbar_count_weighs_every_height_in_view():
+    """Thoracic-short bodies above four lumbar ones make four likely; the top structure, perhaps
+    cut by the field of view, does not vote; with no thoracic level in view the prior stands."""
+    from grading.sagittal_levels import LUMBAR_PRIOR, lumbar_count_posterior
+
+    def above_sacrum(structures):
+        return [s for s in structures if s.kind != "sacrum"]
+
+    for n in (4, 6):  # one thoracic body and two discs in view outweigh the prior's 18 to 1 for five
+        posterior = lumbar_count_posterior(above_sacrum(_column(n)))
+        assert max(posterior, key=posterior.get) == n and posterior[n] > 0.8
+    whole = above_sacrum(_column(5, thoracic_in_view=0))  # L1 at the top of the view
+    cut = above_sacrum(_column(5, thoracic_in_view=0))
+    cut[0].points = cut[0].points[cut[0].points[:, 2] > cut[0].points[:, 2].max() - 20]  # as short as T12
+    assert lumbar_count_posterior(cut) == pytest.approx(lumbar_count_posterior(whole), abs=1e-6)
+    only_lumbar = above_sacrum(_column(5, thoracic_in_view=0))[2:]
+    assert lumbar_count_posterior(only_lumbar) == pytest.approx(LUMBAR_PRIOR, abs=0.04)
+
+
+def test_a_tilted_body_measures_its_own_height():
+    """Mean heights are taken along the spine's local axis, not the scanner's z: a column
+    tilted 30 degrees in the sagittal plane measures as the upright one."""
+    from grading.sagittal_levels import _heights
+
+    upright = [s for s in _column(5) if s.kind != "sacrum"]
+    angle = np.deg2rad(30)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    tilted = [Structure(s.kind, s.points @ rotation.T, pixel_area=s.pixel_area) for s in upright]
+    heights = _heights(upright)
+    assert heights[1:-1] == pytest.approx(_heights(tilted)[1:-1], rel=0.03)
+    assert heights[2] == pytest.approx(21, abs=1) and heights[6] == pytest.approx(27, abs=1)
+    assert heights[3] == pytest.approx(5.5, abs=0.6) and heights[5] == pytest.approx(10, abs=0.6)
 
 
 def test_a_disc_in_pieces_is_one_disc():
     structures = _column(5)
     disc = next(k for k, s in enumerate(structures) if s.kind == "disc" and s.centre[2] < 100)
     piece = structures[disc]
-    left, right = piece.points[piece.points[:, 0] < 0], piece.points[piece.points[:, 0] >= 0]
-    structures[disc:disc + 1] = [Structure("disc", left), Structure("disc", right)]
-    method, sure, flags, count = name_structures(structures)
-    assert sure and count == 5 and sum(s.kind == "disc" for s in structures) == 7
+    front, back = piece.points[piece.points[:, 1] < -25], piece.points[piece.points[:, 1] >= -25]
+    structures[disc:disc + 1] = [Structure("disc", front, pixel_area=0.25), Structure("disc", back, pixel_area=0.25)]
+    naming = name_structures(structures)
+    assert naming.sure and naming.lumbar_count == 5 and sum(s.kind == "disc" for s in structures) == 7
     assert [n for n in _names(structures) if "/" in n] == ["T11/T12", "T12/L1", "L1/L2", "L2/L3", "L3/L4", "L4/L5",
                                                             "L5/S1"]
 
@@ -129,13 +158,13 @@ def test_structures_off_the_column_are_not_counted():
     l3 = next(s for s in structures if s.kind == "body" and 100 < s.centre[2] < 140)
     structures.append(Structure("body", l3.points + np.array([0.0, 45.0, 0.0])))
     structures.sort(key=lambda s: -s.centre[2])
-    assert name_structures(structures)[1] and _names(structures) == _names(reference)
+    assert name_structures(structures).sure and _names(structures) == _names(reference)
 
 
 def test_no_sacrum_no_names():
     structures = _column(5, sacrum=False)
-    method, sure, flags, count = name_structures(structures)
-    assert not sure and "sacrum not in view" in flags and not any(s.name for s in structures)
+    naming = name_structures(structures)
+    assert not naming.sure and "sacrum not in view" in naming.flags and not any(s.name for s in structures)
 
 
 def _sagittal_column(spacing: float = 0.8):
@@ -229,6 +258,9 @@ def test_grade_study_names_levels_on_the_sagittal_series(study_with_sagittal, tm
     assert len(lumbar) > 10 and (lumbar.level_name == lumbar.sop_uid.map(truth)).mean() >= 0.95
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["level_source"] == "sagittal" and (tmp_path / "out" / "localizer.png").is_file()
+    lumbar = json.loads((root / "cohort.json").read_text())["patients"][0]["lumbar_vertebrae"]
+    assert report["lumbar_vertebrae"]["count"] in (lumbar, None)
+    assert sum(report["lumbar_vertebrae"]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert "localizer.png" in (tmp_path / "out" / "report.html").read_text()
     sr = hd.sr.srread(tmp_path / "out" / "measurements_sr.dcm")
 

@@ -40,6 +40,7 @@ def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, de
         "level_source": result.assignment.source if result.assignment else "axial",
         "levels_sure": bool(result.assignment and result.assignment.sure),
         "level_flags": list(result.assignment.flags) if result.assignment else [],
+        "lumbar_vertebrae": _lumbar_vertebrae(result.assignment),
         "levels": result.levels,
         "slices": result.slices,
         "skipped": [{"path": "(withheld)" if deidentify else str(f.path), "reason": f.reason} for f in result.skipped],
@@ -48,6 +49,15 @@ def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, de
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "note": "Research software: not for clinical decisions without a radiologist's review.",
     }
+
+
+def _lumbar_vertebrae(assignment) -> dict:
+    """How many lumbar vertebrae the sagittal series showed (None: five assumed, the junction
+    not clear in view) and the probability of each count; empty without a sagittal reading."""
+    if assignment is None or not assignment.lumbar_probabilities:
+        return {"count": None, "probabilities": {}}
+    return {"count": assignment.lumbar_count,
+            "probabilities": {str(n): round(p, 4) for n, p in sorted(assignment.lumbar_probabilities.items())}}
 
 
 def _caption(row: dict) -> list[str]:
