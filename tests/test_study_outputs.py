@@ -33,6 +33,15 @@ def cohort(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def angled_cohort(tmp_path_factory):
+    from dataclasses import replace
+
+    root = tmp_path_factory.mktemp("angled")
+    generate_cohort(root, replace(phantom_config(1, 5), series=("ax_t2_angled",)), progress=False)
+    return root
+
+
 def truth_result(root, pid="PH0001") -> StudyGrading:
     """A grading result whose 'predictions' are the phantom's truth: outputs are then known."""
     scan = scan_study(root / "dicom" / pid)
@@ -79,11 +88,28 @@ def test_tables_report_overlays(cohort, tmp_path):
     assert all(p.name in html_text for p in overlays)
 
 
+def test_stacks_angled_to_each_disc_get_a_seg_instance_each(angled_cohort, tmp_path):
+    """A SEG instance holds one orientation: a series angled to five discs gets five, in one SEG
+    series, which together reference every segmented slice once."""
+    result = truth_result(angled_cohort)
+    written = write_study_outputs(result, build_report(result, tmp_path, {}), tmp_path)
+    orientations = {tuple(np.round(h.image_orientation, 4)) for h in result.headers}
+    segs = [hd.seg.segread(written[f"dural_sac_seg_{k}.dcm"]) for k in range(1, len(orientations) + 1)]
+    assert len(orientations) >= 4 and not (tmp_path / "dural_sac_seg.dcm").exists()
+    assert len({seg.SeriesInstanceUID for seg in segs}) == 1 and [seg.InstanceNumber for seg in segs] == \
+        list(range(1, len(segs) + 1))
+    referenced = [r.ReferencedSOPInstanceUID for seg in segs
+                  for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
+    segmented = [h.sop_uid for h, m in zip(result.headers, result.sac_masks) if m.any()]
+    assert sorted(referenced) == sorted(segmented)
+    assert json.loads((tmp_path / "report.json").read_text())["output_failures"] == []
+
+
 def test_seg_and_sr_read_back_with_references_codes_and_units(cohort, tmp_path):
     result = truth_result(cohort)
     written = write_study_outputs(result, build_report(result, tmp_path, {}), tmp_path)
     source_uids = [h.sop_uid for h in result.headers]
-    seg = hd.seg.segread(written["seg"])
+    seg = hd.seg.segread(written["dural_sac_seg.dcm"])
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     segment = seg.SegmentSequence[0]
     assert segment.SegmentLabel == "dural sac"
@@ -91,7 +117,7 @@ def test_seg_and_sr_read_back_with_references_codes_and_units(cohort, tmp_path):
     referenced = [r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]
     assert sorted(referenced) == sorted(source_uids)
     assert seg.NumberOfFrames == len(source_uids)
-    sr = hd.sr.srread(written["sr"])
+    sr = hd.sr.srread(written["measurements_sr.dcm"])
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     groups = sr.content.get_planar_roi_measurement_groups()
     assert len(groups) == len(source_uids)

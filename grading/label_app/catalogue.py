@@ -136,7 +136,7 @@ def from_review(graded: Path, study_dir: Path | None = None) -> list[Slice]:
         study_dir = Path(source)
     slices = from_studies([study_dir], series_uid=report["series"]["series_uid"])
     calls = pd.read_csv(graded / "slices.csv", keep_default_na=False, dtype=str).set_index("sop_uid")
-    masks = _seg_masks(graded / "dural_sac_seg.dcm")
+    masks = {sop: mask for path in sorted(graded.glob("dural_sac_seg*.dcm")) for sop, mask in _seg_masks(path).items()}
     for s in slices:
         if s.header.sop_uid not in calls.index:
             continue

@@ -69,10 +69,21 @@ def _sources(result: StudyGrading) -> list[pydicom.Dataset]:
     return sources
 
 
-def build_segmentation(result: StudyGrading, sources: list[pydicom.Dataset]) -> hd.seg.Segmentation | None:
+def _orientation_groups(sources: list[pydicom.Dataset], frames: list[int]) -> list[list[int]]:
+    """Frames grouped by their source's orientation, in series order: a SEG instance holds one
+    orientation (highdicom's rule), so a series of stacks angled to each disc needs one per stack."""
+    groups: dict[tuple, list[int]] = {}
+    for i in frames:
+        groups.setdefault(tuple(np.round(np.asarray(sources[i].ImageOrientationPatient, float), 4)), []).append(i)
+    return list(groups.values())
+
+
+def build_segmentation(result: StudyGrading, sources: list[pydicom.Dataset]) -> list[hd.seg.Segmentation]:
+    """The dural sac as DICOM SEG: one instance per orientation in the series (one for an
+    ordinary stack, one per disc for angled stacks), all in one SEG series."""
     frames = [i for i, m in enumerate(result.sac_masks) if m is not None and m.any()]
     if not frames:
-        return None
+        return []
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="dural sac",
@@ -82,24 +93,29 @@ def build_segmentation(result: StudyGrading, sources: list[pydicom.Dataset]) -> 
         algorithm_identification=_algorithm(),
         anatomic_regions=[codes.SCT.SpinalCanalStructure],
     )
-    return hd.seg.Segmentation(
-        source_images=[sources[i] for i in frames],
-        pixel_array=np.stack([result.sac_masks[i] for i in frames]).astype(np.uint8),
+    series_uid = hd.UID()
+    return [hd.seg.Segmentation(
+        source_images=[sources[i] for i in group],
+        pixel_array=np.stack([result.sac_masks[i] for i in group]).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        series_instance_uid=hd.UID(),
+        series_instance_uid=series_uid,
         series_number=9901,
         sop_instance_uid=hd.UID(),
-        instance_number=1,
+        instance_number=number,
         manufacturer=MANUFACTURER,
         manufacturer_model_name="dural sac segmenter",
         software_versions=SOFTWARE_VERSION,
         device_serial_number="0",
         series_description="Dural sac (lss-grading)",
-    )
+    ) for number, group in enumerate(_orientation_groups(sources, frames), start=1)]
 
 
-def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset]) -> hd.sr.Comprehensive3DSR | None:
+SR_FILE = "measurements_sr.dcm"
+
+
+def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset]) -> list[hd.sr.Comprehensive3DSR]:
+    """Per-slice and per-level findings as a Comprehensive 3D SR (none when nothing was found)."""
     groups = []
     for i, (row, source) in enumerate(zip(result.slices, sources)):
         if row["level"] == "no canal" or row["box_x0"] is None:
@@ -128,15 +144,15 @@ def build_measurement_report(result: StudyGrading, sources: list[pydicom.Dataset
         ))
     groups += _level_groups(result)
     if not groups:
-        return None
+        return []
     context = hd.sr.ObservationContext(observer_person_context=None, observer_device_context=hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=hd.UID(), name=MANUFACTURER)))
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.cid100.MRIUnspecifiedBodyRegion,
                                      imaging_measurements=groups)
-    return hd.sr.Comprehensive3DSR(evidence=sources, content=report[0], series_instance_uid=hd.UID(), series_number=9902,
-                                   sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
-                                   series_description="Stenosis grading (lss-grading)")
+    return [hd.sr.Comprehensive3DSR(evidence=sources, content=report[0], series_instance_uid=hd.UID(),
+                                    series_number=9902, sop_instance_uid=hd.UID(), instance_number=1,
+                                    manufacturer=MANUFACTURER, series_description="Stenosis grading (lss-grading)")]
 
 
 def _level_groups(result: StudyGrading) -> list:
@@ -160,24 +176,31 @@ def _level_groups(result: StudyGrading) -> list:
     return groups
 
 
+def seg_file_names(count: int) -> list[str]:
+    """``dural_sac_seg.dcm`` for one SEG instance; ``dural_sac_seg_1.dcm``... for one per stack."""
+    return ["dural_sac_seg.dcm"] if count == 1 else [f"dural_sac_seg_{k}.dcm" for k in range(1, count + 1)]
+
+
 def write_dicom_objects(result: StudyGrading, folder: Path, deidentify: bool = False
                         ) -> tuple[dict[str, Path], list[dict[str, str]]]:
     """Write the SEG and the SR; each is built on its own, so one that cannot be built (its
-    reason in one line) never costs the other. Returns (written, failures)."""
+    reason in one line) never costs the other. Returns (written, by file name; failures)."""
     sources = _sources(result)
     written, failures = {}, []
-    for key, name, build in (("seg", "dural_sac_seg.dcm", build_segmentation),
-                             ("sr", "measurements_sr.dcm", build_measurement_report)):
+    for output, build, file_names in (("dural_sac_seg.dcm", build_segmentation, seg_file_names),
+                                      (SR_FILE, build_measurement_report, lambda n: [SR_FILE] * n)):
+        paths = []
         try:
-            dataset = build(result, sources)
-            if dataset is None:
-                continue
-            if deidentify:
-                deidentify_dataset(dataset)
-            dataset.save_as(folder / name)
+            datasets = build(result, sources)
+            for dataset, name in zip(datasets, file_names(len(datasets))):
+                if deidentify:
+                    deidentify_dataset(dataset)
+                paths.append(folder / name)
+                dataset.save_as(paths[-1])
         except Exception as exc:  # highdicom validates deeply; any failure is this output's alone
-            (folder / name).unlink(missing_ok=True)
-            failures.append({"output": name, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
+            for path in paths:
+                path.unlink(missing_ok=True)
+            failures.append({"output": output, "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
             continue
-        written[key] = folder / name
+        written.update({path.name: path for path in paths})
     return written, failures
