@@ -29,16 +29,19 @@ from stages.vocabulary import COLUMN_CLASSES
 BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
 MIN_AREA_MM2 = 40.0  # smaller components are noise
 #: Heights along the spine relative to the median of the three lowest lumbar bodies (mean, sd),
-#: by kind and region. Thoracic bodies (T10-T12: 20-24 mm) and discs (4.5-6.5 mm) are shorter
-#: than lumbar ones (25-30 and 8.5-12 mm, degenerate discs down to two thirds); lumbar bodies
-#: grow a little towards the sacrum (``LUMBAR_BODY_GROWTH`` per level); the spreads allow for the
-#: locator's blurred edges. Set from the phantom's anatomy, not fitted to a cohort.
-RELATIVE_HEIGHT = {("body", "thoracic"): (0.74, 0.06), ("body", "lumbar"): (1.0, 0.07),
-                   ("disc", "thoracic"): (0.23, 0.06), ("disc", "lumbar"): (0.35, 0.06)}
-LUMBAR_BODY_GROWTH = 0.025  # L3 is the reference; L1 about 5% shorter
-MAX_Z = 3.0  # one wild height (a locator fragment) weighs no more than three standard deviations
+#: by kind and region, as the locator measures them on held-out phantoms (grading/phantom/patient.py
+#: draws the heights from the literature). Lumbar bodies shrink by ``BODY_STEP`` a level going up
+#: from L3 and thoracic ones by as much again from T12; T12 is about 0.8 of the reference, L1 0.92.
+#: Thoracic discs (T12/L1 and above) are about 0.23, lumbar ones 0.33. The spreads are widened for
+#: real scans, whose heights the phantom only approximates; the thresholds below keep the count
+#: at five unless the evidence is strong (docs/LEVEL_NAMES.md).
+RELATIVE_HEIGHT = {("body", "thoracic"): (0.80, 0.07), ("body", "lumbar"): (1.0, 0.07),
+                   ("disc", "thoracic"): (0.235, 0.05), ("disc", "lumbar"): (0.33, 0.05)}
+BODY_STEP = 0.025  # per level, from L3 (lumbar) or from T12 (thoracic)
+MAX_Z = 2.5  # one wild height (a locator fragment) weighs no more than this many standard deviations
 LUMBAR_PRIOR = {4: 0.05, 5: 0.90, 6: 0.05}  # about one patient in ten has a transitional vertebra
-SURE = 0.95  # posterior a lumbar count needs before the report calls it counted
+SURE = 0.99  # posterior five lumbar vertebrae need before the report calls them counted
+TRANSITIONAL_SURE = 0.9  # posterior four or six need before the levels are named from them
 WALL_INSET_MM = 1.0  # a slice is named by what it crosses this far in front of the canal
 STEP_PX = 0.25  # sampling along an axial slice's crossing line
 NEAR_COLUMN_PX = 2  # crossing samples this close to a named structure count as the column
@@ -224,9 +227,10 @@ def lumbar_count_posterior(column: list[Structure]) -> dict[int, float]:
             # A disc belongs with the body above it: T12/L1 is as thin as the thoracic discs.
             rank = below if structure.kind == "body" else below + 1  # 1: the last lumbar body
             for n in log_posterior:
-                mean, sd = RELATIVE_HEIGHT[(structure.kind, "thoracic" if rank > n else "lumbar")]
-                if structure.kind == "body" and rank <= n:
-                    mean -= LUMBAR_BODY_GROWTH * (rank - 2)
+                thoracic = rank > n
+                mean, sd = RELATIVE_HEIGHT[(structure.kind, "thoracic" if thoracic else "lumbar")]
+                if structure.kind == "body":
+                    mean -= BODY_STEP * (rank - n - 1 if thoracic else rank - 2)
                 z = min(abs(height / reference - mean) / sd, MAX_Z)
                 log_posterior[n] += -0.5 * z * z - np.log(sd)
     top = max(log_posterior.values())
@@ -260,6 +264,8 @@ def name_structures(structures: list[Structure]) -> ColumnNaming:
                             None, {})
     posterior = lumbar_count_posterior(above)
     n_lumbar = max(posterior, key=posterior.get)
+    if posterior[n_lumbar] < TRANSITIONAL_SURE:
+        n_lumbar = 5  # a transitional spine is named as one only on strong evidence
     chance = posterior[n_lumbar]
     flags, sure, count = [], True, n_lumbar
     if n_lumbar != 5:
@@ -272,8 +278,9 @@ def name_structures(structures: list[Structure]) -> ColumnNaming:
         method = "named on the sagittal series: 5 lumbar vertebrae between the thoracolumbar junction (shorter " \
                  f"thoracic bodies and discs above it, P = {chance:.2f}) and the sacrum"
     else:
-        flags.append(f"T12/L1 not clear in view (P = {chance:.2f} for five lumbar vertebrae): a transitional "
-                     "vertebra cannot be excluded; levels counted up from the sacrum, assuming five lumbar vertebrae")
+        flags.append(f"T12/L1 not clear in view (P = {chance:.2f} for five lumbar vertebrae, "
+                     f"{1 - chance:.2f} for four or six): a transitional vertebra cannot be excluded; levels counted "
+                     "up from the sacrum, assuming five lumbar vertebrae")
         method, count = FROM_THE_SACRUM, None
     # Name bodies bottom-up: the last lumbar first, then up through the thoracic spine.
     ordered = sorted(bodies, key=lambda b: b.centre[2])

@@ -86,7 +86,7 @@ def main() -> None:
     for patient, row in per_study[per_study.lumbar != 5].iterrows():
         counted = "not counted (five assumed, flagged)" if pd.isna(row.counted) else f"counted {row.counted:g} " \
             f"(P {row.p:.2f}{', flagged' if row.counted != 5 else ''})"
-        print(f"  {patient} ({row.lumbar} lumbar): {counted}, {row.right:.0%} of its slices right")
+        print(f"  {patient} ({int(row.lumbar)} lumbar): {counted}, {row.right:.0%} of its slices right")
     wrong = lumbar[~lumbar.right]
     if len(wrong):
         print("wrong names (name, truth: count, median mm from a disc-body boundary):")

@@ -106,6 +106,16 @@ def panel(image: np.ndarray, localization) -> np.ndarray:
     return picture.astype(np.uint8)
 
 
+def _count_note(localization) -> str:
+    """How the column was counted, in a panel title's few words."""
+    p = localization.lumbar_probabilities
+    if not p:
+        return localization.flags[0][:40] if localization.flags else localization.method[:40]
+    if localization.lumbar_count is None:
+        return f"five assumed, P(5) = {p[5]:.2f}"
+    return f"{localization.lumbar_count} lumbar counted, P = {p[localization.lumbar_count]:.2f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, type=Path, help="a bundle with a locator")
@@ -141,11 +151,10 @@ def main() -> None:
         ax.axis("off")
     for ax, (name, picture, localization) in zip(axes.ravel(), panels):
         ax.imshow(picture)
-        sure = "sure" if localization.sure else "unsure"
-        ax.set_title(f"{name}  {sure}" + ("\n" + localization.flags[0][:40] if localization.flags else ""), fontsize=7)
+        ax.set_title(f"{name}\n{_count_note(localization)}", fontsize=7)
     fig.suptitle("Level locator on real sagittal T2 (bodies blue, discs yellow, sacrum green; names as given)",
                  fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=80)
     pd.DataFrame(rows).to_csv(args.output.with_suffix(".csv"), index=False)
