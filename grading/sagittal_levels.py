@@ -29,12 +29,12 @@ from stages.vocabulary import COLUMN_CLASSES
 BODY, DISC, SACRUM = (COLUMN_CLASSES.index(k) for k in ("body", "disc", "sacrum"))
 MIN_AREA_MM2 = 40.0  # smaller components are noise
 #: Heights along the spine relative to the median of the three lowest lumbar bodies (mean, sd),
-#: by kind and region, as the locator measures them on held-out phantoms (grading/phantom/patient.py
-#: draws the heights from the literature). Lumbar bodies shrink by ``BODY_STEP`` a level going up
-#: from L3 and thoracic ones by as much again from T12; T12 is about 0.8 of the reference, L1 0.92.
-#: Thoracic discs (T12/L1 and above) are about 0.23, lumbar ones 0.33. The spreads are widened for
-#: real scans, whose heights the phantom only approximates; the thresholds below keep the count
-#: at five unless the evidence is strong (docs/LEVEL_NAMES.md).
+#: by kind and region. Lumbar bodies shrink by ``BODY_STEP`` a level going up from L3 and thoracic
+#: ones by as much again from T12: T12 about 0.8 of the reference, L1 0.92; thoracic discs (T12/L1
+#: and above) about 0.23, lumbar ones 0.33. Set from what the locator measures on phantoms whose
+#: T10-T12 have literature heights (T12 22.5-25.5 mm; the phantom's own 20-24 mm T12 measures 0.74,
+#: real ones 0.90 on SPIDER), spreads widened: docs/LEVEL_NAMES.md. The thresholds below keep the
+#: count at five unless the evidence is strong.
 RELATIVE_HEIGHT = {("body", "thoracic"): (0.80, 0.07), ("body", "lumbar"): (1.0, 0.07),
                    ("disc", "thoracic"): (0.235, 0.05), ("disc", "lumbar"): (0.33, 0.05)}
 BODY_STEP = 0.025  # per level, from L3 (lumbar) or from T12 (thoracic)

@@ -18,11 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 THORACIC = ("T10", "T11", "T12")
-#: Lower thoracic body heights (mm, ranges) grow towards T12, which is only a little shorter than
-#: L1 (Panjabi et al. 1991, 1992: T12 about 23-25 mm, lumbar bodies 25-30); their discs thicken
-#: towards T12/L1 (about 6-7 mm against 8.5-12 for the lumbar discs).
-THORACIC_BODY_MM = {"T10": (20.5, 23.0), "T11": (21.5, 24.0), "T12": (22.5, 25.5)}
-THORACIC_DISC_MM = {"T10": (4.5, 6.5), "T11": (5.0, 7.0), "T12": (5.5, 7.5)}
 A_SUBTYPES = ("A1", "A2", "A3", "A4")
 
 
@@ -203,7 +198,7 @@ def make_patient(rng: np.random.Generator) -> Patient:
     vertebrae, discs, s = [], [], 0.0
     for i, name in enumerate(names):
         thoracic = name.startswith("T")
-        height = rng.uniform(*THORACIC_BODY_MM[name]) if thoracic else rng.uniform(25, 30)
+        height = rng.uniform(20, 24) if thoracic else rng.uniform(25, 30)
         if thoracic:
             t = i  # T10, T11, T12
             vertebra = Vertebra(name, "T", s, s + height, width=float(rng.uniform(32, 37) + 1.5 * t),
@@ -223,7 +218,7 @@ def make_patient(rng: np.random.Generator) -> Patient:
         below = names[i + 1] if i + 1 < len(names) else "S1"
         from_bottom = n_l - 1 - (i - 3) if not thoracic else 9
         load = _LEVEL_LOAD[from_bottom] if from_bottom < len(_LEVEL_LOAD) else (0.0, 0.15)
-        disc_h = rng.uniform(*THORACIC_DISC_MM[name]) if thoracic else rng.uniform(8.5, 12.0)
+        disc_h = rng.uniform(4.5, 6.5) if thoracic else rng.uniform(8.5, 12.0)
         disc = _disc(f"{name}/{below}", s, disc_h, degeneration * rng.uniform(*load), rng,
                      lipomatosis and from_bottom <= 2)
         discs.append(disc)
