@@ -120,14 +120,17 @@ def angled_axial(anatomy: Anatomy, rng: np.random.Generator) -> SeriesPlan:
 
 
 def sagittal(anatomy: Anatomy, rng: np.random.Generator) -> SeriesPlan:
-    """11-17 sagittal slices across the canal, centred on the mid-lumbar spine."""
+    """11-17 sagittal slices across the canal, centred on the lower lumbar spine so the view
+    reaches from the thoracolumbar junction into the sacrum (S2-S3), as a lumbar protocol's does:
+    a locator that only ever sees the top of the sacrum at the image's edge takes a real S1 for a
+    lumbar body."""
     p, line = anatomy.patient, anatomy.line
-    matrix, spacing = _matrix_and_spacing(rng, (270, 340))
+    matrix, spacing = _matrix_and_spacing(rng, (280, 360))
     thickness = float(rng.choice([3.0, 3.5, 4.0]))
     step = thickness + float(rng.choice([0.0, 0.4, 0.8]))
     n = int(rng.choice([11, 13, 15, 17]))
     lumbar = [v for v in p.vertebrae if v.region == "L"]
-    middle = lumbar[len(lumbar) // 2]
+    middle = lumbar[-2]  # L4 (of five)
     c = line.at((middle.start + middle.end) / 2 + rng.normal(0, 15))[0]
     normal = _tilted(X, rng, 2.0)
     col = -Z + (Z @ normal) * normal
