@@ -76,7 +76,9 @@ def main() -> None:
               f"{clear.right.mean():.1%} ({clear.right.sum()} of {len(clear)}) of those at least {BOUNDARY_MM:g} mm "
               "from a disc-body boundary")
     typical = lumbar[lumbar.lumbar == 5]
-    print(f"  five lumbar vertebrae: {typical.right.mean():.1%} right")
+    clear = typical[typical.boundary_mm >= BOUNDARY_MM]
+    print(f"  five lumbar vertebrae: {typical.right.mean():.1%} right ({len(typical)} slices); "
+          f"{clear.right.mean():.1%} ({len(clear)}) of those at least {BOUNDARY_MM:g} mm from a disc-body boundary")
     per_study = lumbar.groupby("patient").agg(lumbar=("lumbar", "first"), counted=("counted", "first"),
                                               p=("p_counted", "first"), right=("right", "mean"))
     miscounted = per_study[per_study.counted.notna() & (per_study.counted != per_study.lumbar)]
