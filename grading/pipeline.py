@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grading.canal_track import TrackConfig, with_neighbours
 from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
 from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
@@ -43,6 +44,7 @@ class StudyGrading:
     localization: Localization | None = None
     assignment: LevelAssignment | None = None
     localizer_image: np.ndarray | None = None  # the middle sagittal slice the levels were named on
+    box_rule: str = "slice by slice"  # how each slice's canal box was chosen
 
 
 def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[float | None, float | None]:
@@ -73,6 +75,7 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, leve
         "level_name": level_name,
         **{k: _rounded(v, 2) for k, v in zip(("box_x0", "box_y0", "box_x1", "box_y1"), box)},
         "detector_score": _rounded(pred.box_score, 4),
+        "box_choice": pred.box_choice,
         "level": pred.level,
         "level_probability": _rounded(pred.level_probability, 4),
         "grade": pred.grade,
@@ -131,13 +134,17 @@ def localize(model: torch.nn.Module, configs: StageConfigs, headers: list[SliceH
 
 def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, device: str | torch.device = "cpu",
                  settings: InferenceSettings = InferenceSettings(),
-                 min_box_score: float = MIN_BOX_SCORE) -> StudyGrading:
-    """Run the stages on a decoded series and build its per-slice rows and per-level summary."""
+                 min_box_score: float = MIN_BOX_SCORE, track: bool = True) -> StudyGrading:
+    """Run the stages on a decoded series and build its per-slice rows and per-level summary.
+
+    ``track``: each slice's canal box is chosen with its neighbours (``grading.canal_track``);
+    otherwise slice by slice, the best box scoring at least ``min_box_score``."""
     timings = dict(loaded.timings)
     pixels, series = loaded.pixels, loaded.scan.selected
     start = time.perf_counter()
+    choose = with_neighbours(pixels.headers, TrackConfig(threshold=min_box_score)) if track else None
     predictions = predict_slices(models, configs, loaded.images, loaded.spacings, min_box_score=min_box_score,
-                                 device=device, settings=settings, timings=timings)
+                                 device=device, settings=settings, timings=timings, choose=choose)
     timings["models_s"] = time.perf_counter() - start
     by_sop = dict(zip((s.sop_uid for s in series.slices), series.positions_mm()))
     positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
@@ -155,4 +162,5 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
                                                                       assignment.names)]
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
-                        loaded.scan.skipped + pixels.skipped, timings, localization, assignment, localizer_image)
+                        loaded.scan.skipped + pixels.skipped, timings, localization, assignment, localizer_image,
+                        "with the slices around it" if track else "slice by slice")

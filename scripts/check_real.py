@@ -121,8 +121,8 @@ def _sac_masks(out: Path) -> dict[str, np.ndarray]:
     return masks
 
 
-def grade(studies: list[Path], models: Path, out: Path) -> list[tuple[Path, pd.DataFrame, dict]]:
-    argv = [str(s) for s in studies] + ["--models", str(models), "-o", str(out)]
+def grade(studies: list[Path], models: Path, out: Path, extra: list[str] = ()) -> list[tuple[Path, pd.DataFrame, dict]]:
+    argv = [str(s) for s in studies] + ["--models", str(models), "-o", str(out), *extra]
     if grade_study(argv) != 0:
         raise SystemExit(f"grade-study failed on {studies}")
     results = []
@@ -137,9 +137,11 @@ def _panel(ax_whole, ax_zoom, image: np.ndarray, row: pd.Series, mask: np.ndarra
     vmax = float(np.percentile(image, 99.5)) or 1.0
     ax_whole.imshow(image, cmap="gray", vmin=0, vmax=vmax)
     ax_whole.set_title(title, fontsize=7)
+    choice = row.get("box_choice", "")
     if row["box_x0"] == "":
         ax_zoom.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        ax_zoom.set_title("no canal", fontsize=7)
+        ax_zoom.set_title("no canal" + (f" (s={float(row['detector_score']):.2f} dropped)" if choice == "dropped"
+                                        else ""), fontsize=7)
         return
     x0, y0, x1, y1 = (float(row[c]) for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
     colour = {"A": "lime", "B": "yellow", "C": "orange", "D": "red"}.get(row["grade"], "deepskyblue")
@@ -153,7 +155,9 @@ def _panel(ax_whole, ax_zoom, image: np.ndarray, row: pd.Series, mask: np.ndarra
     ax_zoom.set_xlim(cx - half, cx + half)
     ax_zoom.set_ylim(cy + half, cy - half)
     dsca = f"{float(row['dsca_mm2']):.0f} mm²" if row["dsca_mm2"] != "" else "-"
-    ax_zoom.set_title(f"{row['level']} {row['grade']}  DSCA {dsca}  s={float(row['detector_score']):.2f}", fontsize=7)
+    kept = " kept" if choice == "continuity" else ""  # below the threshold or not the best: its neighbours chose it
+    ax_zoom.set_title(f"{row['level']} {row['grade']}  DSCA {dsca}  s={float(row['detector_score']):.2f}{kept}",
+                      fontsize=7)
 
 
 def montage(name: str, entries: list[tuple[np.ndarray, pd.Series, np.ndarray | None, str]], out_png: Path,
@@ -177,6 +181,8 @@ def summarise(name: str, slices: pd.DataFrame) -> dict:
     return {"set": name, "slices": len(slices), "with box": len(found),
             "grades": found.grade.replace("", "-").value_counts().to_dict(),
             "levels": found.level.value_counts().to_dict(),
+            "kept for continuity": int((slices.get("box_choice", pd.Series(dtype=str)) == "continuity").sum()),
+            "dropped for continuity": int((slices.get("box_choice", pd.Series(dtype=str)) == "dropped").sum()),
             "dsca median": round(float(dsca.median()), 1) if len(dsca) else None,
             "dsca range": (round(float(dsca.min()), 1), round(float(dsca.max()), 1)) if len(dsca) else None}
 
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", required=True, type=Path, help="model bundle (e.g. grade-demo's)")
     p.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
     p.add_argument("-o", "--output", type=Path, default=Path("docs/real"))
+    p.add_argument("--slice-by-slice", action="store_true", help="grade-study --slice-by-slice (no canal tracking)")
     args = p.parse_args(argv)
     sets = real_sets(args.realdata)
     if not sets:
@@ -202,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_nifti_series(real.files[0], work / "dicom" / real.name, real.name, real.description)
                 studies = [work / "dicom" / real.name]
             entries, tables = [], []
-            for study, slices, masks in grade(studies, args.models, work / "graded"):
+            extra = ["--slice-by-slice"] if args.slice_by_slice else []
+            for study, slices, masks in grade(studies, args.models, work / "graded", extra):
                 files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in study.glob("*.dcm")}
                 for _, row in slices.iterrows():
                     image = pydicom.dcmread(files[row["sop_uid"]]).pixel_array.astype(np.float32)

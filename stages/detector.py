@@ -245,16 +245,16 @@ def _plausible(boxes: np.ndarray, image: np.ndarray, spacing: tuple[float, float
 
 
 @torch.no_grad()
-def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]], config: DetectorConfig,
-           batch_size: int = 8, device: str | torch.device | None = None,
-           midline_band: float | None = MIDLINE_BAND) -> list[Detection | None]:
-    """The top-scoring canal box of each slice deep inside the body and near its midline
-    (``midline_band`` None: anywhere), or None where the detector found none (``device`` None:
-    the model's own). Slices of one size are batched together."""
+def detect_candidates(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]],
+                      config: DetectorConfig, batch_size: int = 8, device: str | torch.device | None = None,
+                      midline_band: float | None = MIDLINE_BAND) -> list[list[Detection]]:
+    """Every slice's plausible canal boxes, best first: deep inside the body and near its midline
+    (``midline_band`` None: anywhere), as many as the model's detection limit allows (``device``
+    None: the model's own). Slices of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
     prepared = [detector_input(img, sp, config) for img, sp in zip(images, spacings)]
-    results: list[Detection | None] = [None] * len(images)
+    results: list[list[Detection]] = [[] for _ in images]
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, (img, _) in enumerate(prepared):
         by_shape.setdefault(img.shape, []).append(i)
@@ -269,12 +269,17 @@ def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[flo
                     keep = _plausible(boxes, image, (spacings[i][0] / scale[0], spacings[i][1] / scale[1]),
                                       midline_band)
                     boxes, scores = boxes[keep], scores[keep]
-                if len(boxes) == 0:
-                    continue
-                best = int(np.argmax(scores))
-                box = scale_box(boxes[best], (1 / scale[0], 1 / scale[1]))
-                results[i] = Detection(tuple(float(v) for v in box), float(scores[best]))
+                results[i] = [Detection(tuple(float(v) for v in scale_box(boxes[k], (1 / scale[0], 1 / scale[1]))),
+                                        float(scores[k])) for k in np.argsort(-scores, kind="stable")]
     return results
+
+
+def detect(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]], config: DetectorConfig,
+           batch_size: int = 8, device: str | torch.device | None = None,
+           midline_band: float | None = MIDLINE_BAND) -> list[Detection | None]:
+    """The top-scoring plausible canal box of each slice, or None where the detector found none."""
+    found = detect_candidates(model, images, spacings, config, batch_size, device, midline_band)
+    return [boxes[0] if boxes else None for boxes in found]
 
 
 def box_iou(a, b) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from stages.configs import StageConfigs
-from stages.detector import MIDLINE_BAND, detect, set_detection_limits
+from stages.detector import MIDLINE_BAND, Detection, detect_candidates, set_detection_limits
 from stages.patches import extract_patches, paste_patch, patch_geometry
 from stages.vocabulary import GRADES, LEVELS
 
@@ -63,6 +64,19 @@ class SlicePrediction:
     grade_probabilities: list[float] = field(default_factory=list)  # A, B, C, D
     dsca_mm2: float | None = None  # from sac_mask: the one mask every measure and output comes from
     sac_mask: np.ndarray | None = field(default=None, repr=False)  # bool, the slice's grid
+    box_choice: str = ""  # what the box rests on: 'top' (its own score), or a ChooseBoxes policy's word
+
+
+#: A policy that picks each slice's canal box from its plausible detections (best first), given
+#: all slices at once: (box or None, what the choice rests on) per slice.
+ChooseBoxes = Callable[[list[list[Detection]]], list[tuple[Detection | None, str]]]
+
+
+def top_boxes(min_box_score: float) -> ChooseBoxes:
+    """The slice-by-slice rule: each slice's best box when it scores at least ``min_box_score``."""
+    def pick(candidates: list[list[Detection]]) -> list[tuple[Detection | None, str]]:
+        return [(c[0], "top") if c and c[0].score >= min_box_score else (None, "") for c in candidates]
+    return pick
 
 
 @dataclass(frozen=True)
@@ -124,29 +138,34 @@ def _timed(timings: dict[str, float] | None, key: str):
 def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, images: list[np.ndarray],
                    spacings: list[tuple[float, float]], boxes: list | None = None, min_box_score: float = 0.5,
                    device: str | torch.device = "cpu", settings: InferenceSettings = InferenceSettings(),
-                   timings: dict[str, float] | None = None) -> list[SlicePrediction]:
+                   timings: dict[str, float] | None = None, choose: ChooseBoxes | None = None) -> list[SlicePrediction]:
     """Predictions for normalised slices. ``boxes`` stand in for the detector when it is absent.
 
+    ``choose`` picks the canal boxes from the detector's candidates (default: :func:`top_boxes`
+    at ``min_box_score``); a slice without a box keeps its best score for the record.
     ``timings`` (when given) gains the seconds spent in the detector, classifiers and segmenter.
     """
     grad_off = torch.inference_mode() if settings.inference_mode else torch.no_grad()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings.bf16)
     with grad_off, autocast:
-        return _predict(models, configs, images, spacings, boxes, min_box_score, device, settings, timings)
+        return _predict(models, configs, images, spacings, boxes, choose or top_boxes(min_box_score), device,
+                        settings, timings)
 
 
-def _predict(models, configs, images, spacings, boxes, min_box_score, device, settings, timings):
+def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, device, settings, timings):
     if "detector" in models:
         with _timed(timings, "detector_s"):
-            found = detect(models["detector"], images, spacings, configs.detector,
-                           batch_size=settings.detector_batch, device=device, midline_band=settings.midline_band)
-        located = [(d.box, d.score) if d is not None and d.score >= min_box_score else (None, d.score if d else None)
-                   for d in found]
+            candidates = detect_candidates(models["detector"], images, spacings, configs.detector,
+                                           batch_size=settings.detector_batch, device=device,
+                                           midline_band=settings.midline_band)
+        located = [(d.box, d.score, why) if d is not None else (None, c[0].score if c else None, why)
+                   for (d, why), c in zip(choose(candidates), candidates)]
     elif boxes is not None:
-        located = [(b, None) for b in boxes]
+        located = [(b, None, "") for b in boxes]
     else:
         raise ValueError("no detector in the bundle and no boxes given")
-    out = [SlicePrediction(box=b, box_score=s, level="no canal", level_probability=None) for b, s in located]
+    out = [SlicePrediction(box=b, box_score=s, level="no canal", level_probability=None, box_choice=why)
+           for b, s, why in located]
     have_box = [i for i, p in enumerate(out) if p.box is not None]
     for i in have_box:
         out[i].level = ""  # a canal, not (yet) classified

@@ -95,7 +95,7 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
         if isinstance(loaded, str):
             print(f"grade-study: error: {loaded}", file=sys.stderr)
             continue
-        result = grade_loaded(loaded, models, configs, device, settings)
+        result = grade_loaded(loaded, models, configs, device, settings, track=not args.slice_by_slice)
         report = build_report(result, bundle, manifest.get("provenance", {}), deidentify=args.deidentify)
         out = output_folder(args, study, used, study_pseudonym(result.headers[0].study_uid))
         replace_folder(out, lambda folder: write_study_outputs(result, report, folder))

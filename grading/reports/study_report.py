@@ -15,8 +15,8 @@ from grading.reports.localizer import write_localizer
 from grading.reports.overlays import write_overlay
 
 SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
-                 "detector_score", "level", "level_probability", "grade", "grade_probability", "p_A", "p_B", "p_C",
-                 "p_D", "dsca_mm2", "ap_diameter_mm", "ml_diameter_mm")
+                 "detector_score", "box_choice", "level", "level_probability", "grade", "grade_probability", "p_A",
+                 "p_B", "p_C", "p_D", "dsca_mm2", "ap_diameter_mm", "ml_diameter_mm")
 
 
 def overlay_name(index: int, row: dict) -> str:
@@ -36,6 +36,7 @@ def build_report(result: StudyGrading, bundle: Path, bundle_provenance: dict, de
         "series": {"series_uid": series.uid, "description": series.description, "orientation": series.orientation,
                    "weighting": series.weighting, "n_slices": len(result.headers),
                    "pixel_spacing_mm": list(series.pixel_spacing)},
+        "canal_boxes": result.box_rule,
         "level_assignment": result.level_method,
         "level_source": result.assignment.source if result.assignment else "axial",
         "levels_sure": bool(result.assignment and result.assignment.sure),
@@ -63,6 +64,9 @@ def _lumbar_vertebrae(assignment) -> dict:
 def _caption(row: dict) -> list[str]:
     level = row["level"]
     text = [f"instance {row['instance_number']}  {row['level_name']}  position {row['position_mm']:.1f} mm"]
+    if row["box_choice"] in ("continuity", "dropped"):
+        text.append("canal box kept for continuity with the slices around it" if row["box_choice"] == "continuity"
+                    else f"best box (score {row['detector_score']:.2f}) dropped: the slices around it disagree")
     if level == "rootlet":
         text.append(f"rootlet level ({row['level_probability']:.2f})  Schizas {row['grade']} ({row['grade_probability']:.2f})")
     else:
