@@ -22,8 +22,8 @@ at L5/S1). Slices more than ``max_gap_mm`` apart say nothing about each other.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -120,19 +120,16 @@ def choose(candidates: Sequence[Sequence[Candidate]], order: Sequence[int],
         z_here = min((float(c.point[2]) for c in here), default=None)
         new: dict[tuple[int, int] | None, float] = {}
         back: dict = {}
-
-        def relax(state, total, came_from, pick):
-            if state not in new or total > new[state]:
-                new[state], back[state] = total, (came_from, pick)
-
         for state, total in totals.items():
             last = None if state is None else candidates[state[0]][state[1]]
             # No box here: the last chosen box stays the reference, until it is out of reach.
             stale = last is not None and z_here is not None and last.point[2] - z_here > config.max_gap_mm
-            relax(None if stale else state, total, state, None)
-            for k, c in enumerate(here):
-                gain = _log_odds(c.score, config.threshold) + _link(last, c, config)
-                relax((i, k), total + gain, state, k)
+            options = [(None if stale else state, total, None)]
+            options += [((i, k), total + _log_odds(c.score, config.threshold) + _link(last, c, config), k)
+                        for k, c in enumerate(here)]
+            for target, value, pick in options:
+                if target not in new or value > new[target]:
+                    new[target], back[target] = value, (state, pick)
         totals = new
         history.append(back)
     chosen: list[int | None] = [None] * len(candidates)

@@ -62,7 +62,7 @@ def main() -> None:
     tallies = {(rule, kind): np.zeros(4, int) for rule in rules for kind in ("ax_t2", "ax_t2_angled")}
     with tempfile.TemporaryDirectory() as tmp:
         for index in tqdm(range(1, args.patients + 1), desc="held-out phantom studies"):
-            rows, summary = generate_patient(Path(tmp), index, args.seed,
+            rows, _ = generate_patient(Path(tmp), index, args.seed,
                                              CohortConfig(series=("ax_t2", "ax_t2_angled")))
             truth_of = {r["sop_uid"]: None if r["box_x0"] == "" else tuple(float(r[k]) for k in
                                                                             ("box_x0", "box_y0", "box_x1", "box_y1"))
