@@ -46,19 +46,23 @@ def main() -> None:
     p.add_argument("--models", help="model bundle (default: $GRADING_MODELS, then grade-demo's)")
     p.add_argument("--patients", type=int, default=12)
     p.add_argument("--seed", type=int, default=78, help="phantom seed (grade-demo trains on seed 0)")
+    p.add_argument("--detections", type=int, default=InferenceSettings().detections_per_img,
+                   help="candidates the detector gives per slice (grade-study: %(default)s)")
     p.add_argument("--bonus", type=float, nargs="*", default=[], help="other continuity bonuses to compare")
     p.add_argument("--penalty", type=float, nargs="*", default=[], help="other contradiction penalties to compare")
+    p.add_argument("--max-gap", type=float, nargs="*", default=[], help="other reaches (mm) to compare")
     args = p.parse_args()
     bundle = find_model_bundle(args.models)
     if bundle is None:
         raise SystemExit("no trained bundle: run grade-demo once or pass --models")
     models, configs, _ = load_bundle(bundle, stages=["detector"])
-    settings = InferenceSettings()
+    settings = InferenceSettings(detections_per_img=args.detections)
     detector = prepare_models(models, settings)["detector"]
     base = TrackConfig()
     rules = {"best box >= 0.5, slice by slice": None, "with its neighbours": base}
     rules.update({f"with its neighbours, bonus {b:g}": replace(base, bonus=b) for b in args.bonus})
     rules.update({f"with its neighbours, penalty {q:g}": replace(base, penalty=q) for q in args.penalty})
+    rules.update({f"with its neighbours, reach {g:g} mm": replace(base, max_gap_mm=g) for g in args.max_gap})
     tallies = {(rule, kind): np.zeros(4, int) for rule in rules for kind in ("ax_t2", "ax_t2_angled")}
     with tempfile.TemporaryDirectory() as tmp:
         for index in tqdm(range(1, args.patients + 1), desc="held-out phantom studies"):
