@@ -22,6 +22,7 @@ at L5/S1). Slices more than ``max_gap_mm`` apart say nothing about each other.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,7 +54,7 @@ class Candidate:
     """One plausible canal box of a slice: its detector score and its centre in patient mm (LPS)."""
 
     score: float
-    point: np.ndarray  # (3,) x (right to left), y (front to back), z (foot to head)
+    point: tuple[float, float, float]  # x (right to left), y (front to back), z (foot to head)
 
 
 def place(headers: Sequence[SliceHeader], detections: Sequence[Sequence[Detection]]) -> list[list[Candidate]]:
@@ -68,7 +69,7 @@ def place(headers: Sequence[SliceHeader], detections: Sequence[Sequence[Detectio
             rows, cols = header.display.indices_to_stored(np.array((y0 + y1) / 2 - 0.5), np.array((x0 + x1) / 2 - 0.5),
                                                           shape)
             point = pixel_to_patient(header.image_position, header.image_orientation, header.pixel_spacing, rows, cols)
-            placed.append(Candidate(d.score, np.asarray(point, float).reshape(3)))
+            placed.append(Candidate(d.score, tuple(float(v) for v in np.reshape(point, 3))))
         out.append(placed)
     return out
 
@@ -79,15 +80,14 @@ def head_to_foot(headers: Sequence[SliceHeader]) -> list[int]:
 
 
 def _log_odds(score: float, threshold: float) -> float:
-    p = float(np.clip(score, 0.01, 0.99))
-    t = float(np.clip(threshold, 0.01, 0.99))
-    return float(np.log(p / (1 - p)) - np.log(t / (1 - t)))
+    p, t = (min(max(float(v), 0.01), 0.99) for v in (score, threshold))
+    return math.log(p / (1 - p)) - math.log(t / (1 - t))
 
 
-def continues(a: np.ndarray, b: np.ndarray, config: TrackConfig) -> bool | None:
+def continues(a: Sequence[float], b: Sequence[float], config: TrackConfig) -> bool | None:
     """Whether canal centres ``a`` and ``b`` on two slices can both be the canal (None: too far
-    apart along the body to tell)."""
-    dx, dy, dz = np.abs(np.asarray(a, float) - np.asarray(b, float))
+    apart along the body to tell). Plain floats: the search asks this thousands of times."""
+    dx, dy, dz = (abs(float(p) - float(q)) for p, q in zip(a, b))
     if dz > config.max_gap_mm:
         return None
     return bool(dx <= config.slack_mm + config.lateral_per_mm * dz and dy <= config.slack_mm + config.ap_per_mm * dz)
@@ -117,7 +117,8 @@ def choose(candidates: Sequence[Sequence[Candidate]], order: Sequence[int],
     history: list[dict] = []  # per step: state -> (state before, candidate chosen at this step or None)
     for i in order:
         here = candidates[i]
-        z_here = min((float(c.point[2]) for c in here), default=None)
+        z_here = min((c.point[2] for c in here), default=None)
+        own = [_log_odds(c.score, config.threshold) for c in here]
         new: dict[tuple[int, int] | None, float] = {}
         back: dict = {}
         for state, total in totals.items():
@@ -125,8 +126,7 @@ def choose(candidates: Sequence[Sequence[Candidate]], order: Sequence[int],
             # No box here: the last chosen box stays the reference, until it is out of reach.
             stale = last is not None and z_here is not None and last.point[2] - z_here > config.max_gap_mm
             options = [(None if stale else state, total, None)]
-            options += [((i, k), total + _log_odds(c.score, config.threshold) + _link(last, c, config), k)
-                        for k, c in enumerate(here)]
+            options += [((i, k), total + own[k] + _link(last, c, config), k) for k, c in enumerate(here)]
             for target, value, pick in options:
                 if target not in new or value > new[target]:
                     new[target], back[target] = value, (state, pick)

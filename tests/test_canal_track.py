@@ -29,7 +29,7 @@ _ANYWHERE = InferenceSettings(midline_band=None)  # the fake detectors' boxes ne
 
 
 def _canal(z: float, score: float, x: float = 0.0, y: float = 40.0) -> Candidate:
-    return Candidate(score, np.array([x, y, z]))
+    return Candidate(score, (x, y, z))
 
 
 def _straight(scores: list[float], step: float = 4.0) -> list[list[Candidate]]:
