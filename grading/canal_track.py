@@ -6,14 +6,13 @@ itself. A radiologist scrolls: the canal is where it was on the slice above, a f
 away. This module does the same with the detector's candidates (the few plausible boxes of each
 slice, best first), placed in patient millimetres so that stacks angled to each disc join up.
 
-Slices are taken head to foot by their centres. Each candidate earns its log-odds over the
-detector's threshold (a lone box needs the same score as before); each pair of consecutive
-slices whose boxes continue one another earns ``bonus``, and each pair whose boxes cannot both be
-the canal pays ``penalty``. The best choice over the whole series (a box or none on every slice)
-is found exactly by dynamic programming (Viterbi). So a box below the threshold is kept where
-the slices on either side continue it, a confident box that both its neighbours contradict is
-dropped (or swapped for a candidate that continues them), and a slice with no neighbours in
-reach is decided by its own score, as before.
+Slices are taken head to foot by their centres. Each chosen box earns its log-odds over the
+detector's threshold (a lone box needs the same score as before); a box that continues the last
+box chosen above it earns ``bonus``, one that cannot be the same canal pays ``penalty``. The best
+choice over the whole series (a box or none on every slice) is found exactly by dynamic
+programming. So a box below the threshold is kept where the boxes above and below continue it, a
+confident box that contradicts them is dropped (or swapped for a candidate of its slice that
+continues them), and a slice with nothing chosen in reach is decided by its own score, as before.
 
 "Continue" is anatomy: between slices ``dz`` mm apart along the body, the canal's centre moves
 left-right by at most ``slack_mm + lateral_per_mm * dz`` (scoliosis) and front-back by at most
@@ -41,8 +40,8 @@ CHOICE_DROPPED = "dropped"  # a confident best box that contradicts the canal on
 @dataclass(frozen=True)
 class TrackConfig:
     threshold: float = 0.5  # score a box needs on its own (grade-study's threshold)
-    bonus: float = 1.0  # log-odds earned by each pair of consecutive slices whose boxes continue one another
-    penalty: float = 4.0  # log-odds paid by each pair whose boxes cannot both be the canal
+    bonus: float = 1.0  # log-odds a box earns for continuing the last box chosen above it
+    penalty: float = 4.0  # log-odds a box pays for contradicting it
     slack_mm: float = 6.0  # box centres wander this much between any two slices (half a canal's width)
     lateral_per_mm: float = 0.35  # left-right drift per mm along the body (scoliosis, ~20 degrees)
     ap_per_mm: float = 0.9  # front-back drift per mm along the body (lordosis, ~40 degrees)
