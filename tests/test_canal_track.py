@@ -150,3 +150,18 @@ def test_predict_slices_takes_the_boxes_a_policy_chooses():
     assert [p.box_choice for p in plain] == ["top", "top"]
     assert [p.box for p in chosen] == [pytest.approx((45, 50, 55, 60))] * 2
     assert [(p.box_score, p.box_choice) for p in chosen] == [(pytest.approx(0.4), "second")] * 2
+
+
+def test_the_report_says_which_slices_kept_or_lost_a_box_for_continuity():
+    from grading.reports.study_report import render_html
+
+    rows = [{"instance_number": n, "box_choice": choice} for n, choice in
+            ((1, "top"), (2, "continuity"), (3, "continuity"), (4, "dropped"), (5, ""))]
+    report = {"study": "S", "series": {"description": "AX T2", "n_slices": 5, "weighting": "T2", "orientation": "axial"},
+              "level_assignment": "axial", "canal_boxes": "with the slices around it", "levels": [], "slices": rows,
+              "skipped": [], "note": "research"}
+    page = render_html(report, [])
+    assert ("Canal boxes: with the slices around it; kept for continuity on instances 2, 3; a confident box "
+            "dropped, the slices around it disagreeing, on instance 4.") in page
+    rows[1]["box_choice"] = rows[2]["box_choice"] = rows[3]["box_choice"] = "top"
+    assert "Canal boxes: with the slices around it.</p>" in render_html(report, [])

@@ -64,9 +64,8 @@ def _lumbar_vertebrae(assignment) -> dict:
 def _caption(row: dict) -> list[str]:
     level = row["level"]
     text = [f"instance {row['instance_number']}  {row['level_name']}  position {row['position_mm']:.1f} mm"]
-    if row["box_choice"] in ("continuity", "dropped"):
-        text.append("canal box kept for continuity with the slices around it" if row["box_choice"] == "continuity"
-                    else f"best box (score {row['detector_score']:.2f}) dropped: the slices around it disagree")
+    if row["box_choice"] == "continuity":
+        text.append("canal box kept for continuity with the slices around it")
     if level == "rootlet":
         text.append(f"rootlet level ({row['level_probability']:.2f})  Schizas {row['grade']} ({row['grade_probability']:.2f})")
     else:
@@ -121,6 +120,21 @@ def _table(rows: list[list], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+#: How the report's summary line names each box_choice that departs from the slice-by-slice rule.
+BOX_CHOICE_WORDS = {"continuity": "kept for continuity on instance",
+                    "dropped": "a confident box dropped, the slices around it disagreeing, on instance"}
+
+
+def _box_choices(report: dict) -> str:
+    """Which instances kept a box for continuity and which lost a confident one (html-escaped)."""
+    parts = []
+    for choice, words in BOX_CHOICE_WORDS.items():
+        numbers = [str(row["instance_number"]) for row in report["slices"] if row.get("box_choice") == choice]
+        if numbers:
+            parts.append(f"{words}{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}")
+    return html.escape("".join(f"; {part}" for part in parts))
+
+
 def render_html(report: dict, overlays: list[tuple[str, dict]], localizer: str | None = None) -> str:
     series = report["series"]
     levels = [[lv["level"], lv["n_slices"], lv["n_rootlet"], lv["n_cord"], lv["n_no_canal"], lv["worst_grade"],
@@ -138,13 +152,14 @@ def render_html(report: dict, overlays: list[tuple[str, dict]], localizer: str |
     failed = "".join(f"<li>{html.escape(f['output'])} not written: {html.escape(f['reason'])}</li>"
                      for f in report.get("output_failures", []))
     failed = f"<h2>Outputs not written</h2><ul>{failed}</ul>" if failed else ""
+    boxes = f"<p>Canal boxes: {html.escape(report.get('canal_boxes', 'slice by slice'))}{_box_choices(report)}.</p>"
     style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
              "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
              "figcaption{font-size:12px;max-width:650px}a{color:#9cf}.flag{color:#fc6;font-weight:bold}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Stenosis grading: {html.escape(report['study'])}"
             f"</title><style>{style}</style></head><body><h1>Lumbar stenosis grading: {html.escape(report['study'])}</h1>"
             f"<p>Series {html.escape(series['description'])} ({series['n_slices']} slices, {series['weighting']} "
-            f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>{flags}{picture}"
+            f"{series['orientation']}). Levels: {html.escape(report['level_assignment'])}.</p>{boxes}{flags}{picture}"
             f"<h2>Per level</h2>{_table(levels, ['level', 'slices', 'rootlet', 'cord', 'no canal', 'worst grade', 'probability', 'on instance', 'smallest DSCA (mm²)', 'on instance'])}"
             f"<h2>Slices</h2><p>Canal box in the grade's colour (A green, B yellow, C orange, D red; blue where not graded), dural sac outline in red.</p>"
             f"{figures}<h2>Skipped files</h2><ul>{skipped or '<li>none</li>'}</ul>{failed}"
