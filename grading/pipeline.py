@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grading.canal_track import TrackConfig, with_neighbours
+from grading.canal_track import TrackConfig, head_to_foot, with_neighbours
 from grading.dicom import SkippedFile, StudyScan, load_series_pixels, scan_study
 from grading.dicom.pixels import SeriesPixels
 from grading.dicom.series import Series, SliceHeader
@@ -44,7 +44,7 @@ class StudyGrading:
     localization: Localization | None = None
     assignment: LevelAssignment | None = None
     localizer_image: np.ndarray | None = None  # the middle sagittal slice the levels were named on
-    box_rule: str = "slice by slice"  # how each slice's canal box was chosen
+    box_rule: str = "slice by slice"  # how each slice's canal box and rootlet/cord call were made
 
 
 def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[float | None, float | None]:
@@ -137,14 +137,16 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
                  min_box_score: float = MIN_BOX_SCORE, track: bool = True) -> StudyGrading:
     """Run the stages on a decoded series and build its per-slice rows and per-level summary.
 
-    ``track``: each slice's canal box is chosen with its neighbours (``grading.canal_track``);
+    ``track``: each slice's canal box is chosen with its neighbours (``grading.canal_track``) and
+    the rootlet/cord calls are made together, with one conus (``stages.inference.one_conus``);
     otherwise slice by slice, the best box scoring at least ``min_box_score``."""
     timings = dict(loaded.timings)
     pixels, series = loaded.pixels, loaded.scan.selected
     start = time.perf_counter()
     choose = with_neighbours(pixels.headers, TrackConfig(threshold=min_box_score)) if track else None
     predictions = predict_slices(models, configs, loaded.images, loaded.spacings, min_box_score=min_box_score,
-                                 device=device, settings=settings, timings=timings, choose=choose)
+                                 device=device, settings=settings, timings=timings, choose=choose,
+                                 head_to_foot=head_to_foot(pixels.headers) if track else None)
     timings["models_s"] = time.perf_counter() - start
     by_sop = dict(zip((s.sop_uid for s in series.slices), series.positions_mm()))
     positions = np.array([by_sop[h.sop_uid] for h in pixels.headers])
@@ -163,4 +165,4 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
                         loaded.scan.skipped + pixels.skipped, timings, localization, assignment, localizer_image,
-                        "with the slices around it" if track else "slice by slice")
+                        "with the slices around it (one conus)" if track else "slice by slice")

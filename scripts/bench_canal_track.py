@@ -1,5 +1,7 @@
 """What choosing each slice's canal box with its neighbours (grading/canal_track.py) changes,
-against the phantom truth, beside the slice-by-slice rule (the best box when it scores >= 0.5).
+against the phantom truth, beside the slice-by-slice rule (the best box when it scores >= 0.5);
+and what calling rootlet or cord with one conus along the series (stages.inference.one_conus)
+changes on the slices so boxed.
 
     uv run python scripts/bench_canal_track.py --models BUNDLE --patients 12 --seed 78
 
@@ -8,6 +10,7 @@ contiguous stack and the stacks angled to each disc) go through grade-study's lo
 bundle's detector once; each rule then picks its boxes from the same candidates. Per slice: right
 (IoU >= 0.5 with the true box), wrong (a box elsewhere), missed (no box where the sac is), false (a
 box where the phantom has no sac). ``--bonus`` and ``--penalty`` add rows with other weights.
+Rootlet/cord: the share of boxed slices whose truth is rootlet or cord that get the right call.
 """
 from __future__ import annotations
 
@@ -19,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from grading.canal_track import TrackConfig, choose, head_to_foot, place
+from grading.canal_track import TrackConfig, choose, head_to_foot, place, with_neighbours
 from grading.models_location import find_model_bundle
 from grading.phantom.cohort import CohortConfig, generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
 from stages.detector import box_iou, detect_candidates
-from stages.inference import InferenceSettings, prepare_models
+from stages.inference import InferenceSettings, predict_slices, prepare_models
 
 
 def _tally(chosen: list, truth: list) -> np.ndarray:
@@ -55,9 +58,11 @@ def main() -> None:
     bundle = find_model_bundle(args.models)
     if bundle is None:
         raise SystemExit("no trained bundle: run grade-demo once or pass --models")
-    models, configs, _ = load_bundle(bundle, stages=["detector"])
+    models, configs, _ = load_bundle(bundle, stages=["detector", "level"])
     settings = InferenceSettings(detections_per_img=args.detections)
-    detector = prepare_models(models, settings)["detector"]
+    models = prepare_models(models, settings)
+    detector = models["detector"]
+    levels = {"slice by slice": np.zeros(2, int), "one conus": np.zeros(2, int)}  # (right, boxed slices scored)
     base = TrackConfig()
     rules = {"best box >= 0.5, slice by slice": None, "with its neighbours": base}
     rules.update({f"with its neighbours, bonus {b:g}": replace(base, bonus=b) for b in args.bonus})
@@ -88,12 +93,22 @@ def main() -> None:
                         picks = choose(placed, order, config)
                         chosen = [None if k is None else c[k].box for c, k in zip(candidates, picks)]
                     tallies[(rule, kind)] += _tally(chosen, truth)
+                level_truth = {r["sop_uid"]: r["level"] for r in rows if r["rater"] == "truth"}
+                for name, along in (("slice by slice", None), ("one conus", order)):
+                    found = predict_slices(models, configs, loaded.images, loaded.spacings, settings=settings,
+                                           choose=with_neighbours(headers, base), head_to_foot=along)
+                    scored = [(p.level, level_truth[h.sop_uid]) for p, h in zip(found, headers)
+                              if p.box is not None and level_truth[h.sop_uid] in ("rootlet", "cord")]
+                    levels[name] += (sum(a == b for a, b in scored), len(scored))
     print(f"{args.patients} held-out phantom patients (seed {args.seed}); bundle {bundle}")
     print("| series | rule | right | wrong | missed | false | right / slices with a sac |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for (rule, kind), (right, wrong, missed, false) in tallies.items():
         share = right / max(right + wrong + missed, 1)
         print(f"| {kind} | {rule} | {right} | {wrong} | {missed} | {false} | {share:.3f} |")
+    print("\n| rootlet / cord on boxed slices (both series) | right | scored | share |\n|---|---:|---:|---:|")
+    for name, (right, scored) in levels.items():
+        print(f"| {name} | {right} | {scored} | {right / max(scored, 1):.3f} |")
 
 
 if __name__ == "__main__":

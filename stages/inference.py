@@ -109,6 +109,18 @@ class InferenceSettings:
                    detections_per_img=100, channels_last=False, inference_mode=False)
 
 
+def one_conus(p_cord: np.ndarray) -> np.ndarray:
+    """Cord (True) or rootlet for slices given head to foot: the cord ends once, at the conus, so
+    every cord slice lies above every rootlet slice. The split that makes the classifier's calls
+    most likely (the sum of log-probabilities) decides; an isolated call on the wrong side of it
+    is overruled, a run of them moves the split."""
+    p = np.clip(np.asarray(p_cord, float), 1e-6, 1 - 1e-6)
+    log_cord, log_rootlet = np.log(p), np.log1p(-p)
+    # Total log-likelihood with the first k slices cord and the rest rootlet, for k = 0..n.
+    totals = np.concatenate([[0.0], np.cumsum(log_cord)]) + np.concatenate([np.cumsum(log_rootlet[::-1])[::-1], [0.0]])
+    return np.arange(len(p)) < int(np.argmax(totals))
+
+
 def prepare_models(models: dict[str, torch.nn.Module], settings: InferenceSettings) -> dict[str, torch.nn.Module]:
     """Copies of the models set up for ``settings`` (the originals are left as they are)."""
     prepared = {}
@@ -138,21 +150,25 @@ def _timed(timings: dict[str, float] | None, key: str):
 def predict_slices(models: dict[str, torch.nn.Module], configs: StageConfigs, images: list[np.ndarray],
                    spacings: list[tuple[float, float]], boxes: list | None = None, min_box_score: float = 0.5,
                    device: str | torch.device = "cpu", settings: InferenceSettings = InferenceSettings(),
-                   timings: dict[str, float] | None = None, choose: ChooseBoxes | None = None) -> list[SlicePrediction]:
+                   timings: dict[str, float] | None = None, choose: ChooseBoxes | None = None,
+                   head_to_foot: list[int] | None = None) -> list[SlicePrediction]:
     """Predictions for normalised slices. ``boxes`` stand in for the detector when it is absent.
 
     ``choose`` picks the canal boxes from the detector's candidates (default: :func:`top_boxes`
-    at ``min_box_score``); a slice without a box keeps its best score for the record.
+    at ``min_box_score``); a slice without a box keeps its best score for the record. With
+    ``head_to_foot`` (the slices' order along the spine) the level calls of the boxed slices are
+    made together, with one conus (:func:`one_conus`); otherwise slice by slice.
     ``timings`` (when given) gains the seconds spent in the detector, classifiers and segmenter.
     """
     grad_off = torch.inference_mode() if settings.inference_mode else torch.no_grad()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=settings.bf16)
     with grad_off, autocast:
         return _predict(models, configs, images, spacings, boxes, choose or top_boxes(min_box_score), device,
-                        settings, timings)
+                        settings, timings, head_to_foot)
 
 
-def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, device, settings, timings):
+def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, device, settings, timings,
+             head_to_foot):
     if "detector" in models:
         with _timed(timings, "detector_s"):
             candidates = detect_candidates(models["detector"], images, spacings, configs.detector,
@@ -178,8 +194,13 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
     if "level" in models:
         with _timed(timings, "classifiers_s"):
             level_probs = classify(models["level"], patches, settings.patch_batch, device)
-        for i, p in zip(have_box, level_probs):
-            k = int(np.argmax(p))
+        calls = level_probs.argmax(1)
+        if head_to_foot is not None:
+            rank = {i: r for r, i in enumerate(head_to_foot)}
+            along = sorted(range(len(have_box)), key=lambda j: rank[have_box[j]])
+            cord = one_conus(level_probs[along, LEVELS.index("cord")])
+            calls[along] = np.where(cord, LEVELS.index("cord"), LEVELS.index("rootlet"))
+        for i, p, k in zip(have_box, level_probs, calls):
             out[i].level, out[i].level_probability = LEVELS[k], float(p[k])
     # SPEC: grade and sac area on rootlet slices (on every canal when levels are not classified).
     graded = [j for j, i in enumerate(have_box) if out[i].level in ("rootlet", "")]

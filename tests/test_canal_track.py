@@ -165,3 +165,44 @@ def test_the_report_says_which_slices_kept_or_lost_a_box_for_continuity():
             "dropped, the slices around it disagreeing, on instance 4.") in page
     rows[1]["box_choice"] = rows[2]["box_choice"] = rows[3]["box_choice"] = "top"
     assert "Canal boxes: with the slices around it.</p>" in render_html(report, [])
+
+
+def test_one_conus_puts_every_cord_call_above_every_rootlet_call():
+    from stages.inference import one_conus
+
+    # Head to foot: cord, cord, a stray rootlet call, cord, then rootlets with a stray cord call.
+    p_cord = np.array([0.9, 0.8, 0.4, 0.9, 0.2, 0.1, 0.7, 0.1, 0.2])
+    assert one_conus(p_cord).tolist() == [True] * 4 + [False] * 5
+    assert one_conus(np.array([0.1, 0.2])).tolist() == [False, False]  # no cord in view
+    assert one_conus(np.array([0.9, 0.8])).tolist() == [True, True]  # no conus in view
+    # A run of cord calls below the rootlets moves the split rather than being overruled one by one.
+    assert one_conus(np.array([0.45, 0.4, 0.9, 0.95, 0.9])).tolist() == [True] * 5
+
+
+class _LevelByBrightness(torch.nn.Module):
+    """A one-logit 'level classifier' whose cord probability is the patch's mean brightness."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        p = x.mean(dim=(1, 2, 3)).clamp(1e-4, 1 - 1e-4)
+        return torch.log(p / (1 - p))[:, None]
+
+
+def test_predict_slices_calls_levels_with_one_conus_along_the_given_order():
+    config = quick().configs
+    brightness = [0.8, 0.3, 0.8, 0.2]  # P(cord) per slice as stored: a stray rootlet call between two cords
+    images = [np.full((100, 100), b, np.float32) for b in brightness]
+    spacings = [(config.detector.pixel_mm,) * 2] * 4
+    models = {"detector": _TwoBoxes(), "level": _LevelByBrightness()}
+    alone = predict_slices(models, config, images, spacings, settings=_ANYWHERE)
+    together = predict_slices(models, config, images, spacings, settings=_ANYWHERE, head_to_foot=[0, 1, 2, 3])
+    assert [p.level for p in alone] == ["cord", "rootlet", "cord", "rootlet"]
+    assert [p.level for p in together] == ["cord", "cord", "cord", "rootlet"]
+    assert together[1].level_probability == pytest.approx(0.3, abs=0.02)  # the overruled call's own probability
+    # The same slices stored foot to head (P(cord) 0.2, 0.8, 0.3, 0.8 from the head): no split
+    # explains them better than cord throughout (log-likelihood -3.25 against -3.8 for any other).
+    reversed_order = predict_slices(models, config, images, spacings, settings=_ANYWHERE, head_to_foot=[3, 2, 1, 0])
+    assert [p.level for p in reversed_order] == ["cord"] * 4

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deidentify", action="store_true",
                    help="keep patient identifiers out of every output (PS3.15 basic profile, UIDs retained)")
     p.add_argument("--slice-by-slice", action="store_true",
-                   help="take each slice's best canal box on its own score (default: choose it with the slices "
-                        "around it, grading/canal_track.py)")
+                   help="take each slice's best canal box on its own score and its rootlet/cord call on its own "
+                        "(default: with the slices around it, grading/canal_track.py, and one conus)")
     speed = p.add_argument_group("speed (docs/PERFORMANCE.md)")
     speed.add_argument("--threads", type=int, help="torch threads (default: one per physical core)")
     speed.add_argument("--bf16", action="store_true",
