@@ -121,7 +121,8 @@ def _sac_masks(out: Path) -> dict[str, np.ndarray]:
     return masks
 
 
-def grade(studies: list[Path], models: Path, out: Path, extra: list[str] = ()) -> list[tuple[Path, pd.DataFrame, dict]]:
+def grade(studies: list[Path], models: Path, out: Path, extra: tuple[str, ...] = ()
+          ) -> list[tuple[Path, pd.DataFrame, dict]]:
     argv = [str(s) for s in studies] + ["--models", str(models), "-o", str(out), *extra]
     if grade_study(argv) != 0:
         raise SystemExit(f"grade-study failed on {studies}")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_nifti_series(real.files[0], work / "dicom" / real.name, real.name, real.description)
                 studies = [work / "dicom" / real.name]
             entries, tables = [], []
-            extra = ["--slice-by-slice"] if args.slice_by_slice else []
+            extra = ("--slice-by-slice",) if args.slice_by_slice else ()
             for study, slices, masks in grade(studies, args.models, work / "graded", extra):
                 files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in study.glob("*.dcm")}
                 for _, row in slices.iterrows():
