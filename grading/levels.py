@@ -96,7 +96,8 @@ def _axial_levels(headers: list[SliceHeader], positions: np.ndarray) -> LevelAss
 
 
 def summarise_levels(slices: list[dict], names: list[str]) -> list[dict]:
-    """Per level: worst grade with its probability and slice, smallest DSCA and its slice."""
+    """Per level: worst grade with its probability, slice and whether that slice's area agrees
+    with it (``grade_area_check``), smallest DSCA and its slice."""
     out = []
     for name in dict.fromkeys(names):  # keeps series order
         rows = [s for s, n in zip(slices, names) if n == name]
@@ -113,6 +114,7 @@ def summarise_levels(slices: list[dict], names: list[str]) -> list[dict]:
             "worst_grade": worst["grade"] if worst else "",
             "worst_grade_probability": worst["grade_probability"] if worst else None,
             "worst_grade_instance": worst["instance_number"] if worst else None,
+            "worst_grade_check": worst.get("grade_area_check", "") if worst else "",
             "min_dsca_mm2": smallest["dsca_mm2"] if smallest else None,
             "min_dsca_instance": smallest["instance_number"] if smallest else None,
         })

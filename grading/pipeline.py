@@ -22,6 +22,8 @@ from stages.vocabulary import GRADES
 
 #: Below this detector score a slice is reported as 'no canal', never graded.
 MIN_BOX_SCORE = 0.5
+#: SPEC's sac-area context: relative stenosis below 100 mm², absolute below 75 mm².
+RELATIVE_STENOSIS_MM2, ABSOLUTE_STENOSIS_MM2 = 100.0, 75.0
 
 
 @dataclass
@@ -56,6 +58,19 @@ def _diameters(mask: np.ndarray | None, spacing: tuple[float, float]) -> tuple[f
     return (float(rows.max() - rows.min() + 1) * spacing[0], float(cols.max() - cols.min() + 1) * spacing[1])
 
 
+def grade_area_check(grade: str, dsca_mm2: float | None) -> str:
+    """Where the Schizas grade and the measured sac area disagree, what a reader should look at;
+    '' where they agree or either is missing. A flag for review, never an override: the grade
+    reads the sac's contents, the area its size, and they part mostly when one of them is wrong."""
+    if dsca_mm2 is None or not grade:
+        return ""
+    if grade in ("C", "D") and dsca_mm2 >= RELATIVE_STENOSIS_MM2:
+        return f"grade {grade} but the sac area is not stenotic (>= {RELATIVE_STENOSIS_MM2:.0f} mm²)"
+    if grade == "A" and dsca_mm2 < ABSOLUTE_STENOSIS_MM2:
+        return f"grade A but the sac area is absolutely stenotic (< {ABSOLUTE_STENOSIS_MM2:.0f} mm²)"
+    return ""
+
+
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
@@ -84,6 +99,7 @@ def _slice_row(header: SliceHeader, position: float, pred: SlicePrediction, leve
         "dsca_mm2": _rounded(pred.dsca_mm2, 2),
         "ap_diameter_mm": _rounded(ap, 2),
         "ml_diameter_mm": _rounded(ml, 2),
+        "grade_area_check": grade_area_check(pred.grade, pred.dsca_mm2),
     }
 
 

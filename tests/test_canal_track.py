@@ -1,4 +1,5 @@
-"""Choosing each slice's canal box with its neighbours (grading/canal_track.py)."""
+"""Choosing each slice's canal box with its neighbours (grading/canal_track.py), calling rootlet
+or cord with one conus along the series, and what the report says of both."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -206,3 +207,4 @@ def test_predict_slices_calls_levels_with_one_conus_along_the_given_order():
     # explains them better than cord throughout (log-likelihood -3.25 against -3.8 for any other).
     reversed_order = predict_slices(models, config, images, spacings, settings=_ANYWHERE, head_to_foot=[3, 2, 1, 0])
     assert [p.level for p in reversed_order] == ["cord"] * 4
+

@@ -259,3 +259,20 @@ def test_one_output_that_cannot_be_built_costs_no_other(stripped_study, tmp_path
     assert report["output_failures"] == [{"output": "dural_sac_seg.dcm", "reason": "ValueError: no segmentation for you"}]
     assert "dural_sac_seg.dcm not written (ValueError: no segmentation for you)" in capsys.readouterr().err
     assert "Outputs not written" in (out / "report.html").read_text()
+
+
+def test_a_grade_the_sac_area_contradicts_is_flagged_not_changed():
+    from grading.levels import summarise_levels
+    from grading.pipeline import grade_area_check
+
+    assert grade_area_check("C", 140.0).startswith("grade C but the sac area is not stenotic")
+    assert grade_area_check("D", 99.0) == ""  # relative stenosis by area: the two agree
+    assert grade_area_check("A", 60.0).startswith("grade A but the sac area is absolutely stenotic")
+    assert grade_area_check("A", 150.0) == grade_area_check("", 40.0) == grade_area_check("C", None) == ""
+    rows = [{"instance_number": 1, "level": "rootlet", "grade": "C", "grade_probability": 0.4, "dsca_mm2": 150.0,
+             "grade_area_check": grade_area_check("C", 150.0)},
+            {"instance_number": 2, "level": "rootlet", "grade": "A", "grade_probability": 0.9, "dsca_mm2": 160.0,
+             "grade_area_check": ""}]
+    level, = summarise_levels(rows, ["L4/L5", "L4/L5"])
+    assert level["worst_grade"] == "C" and level["worst_grade_instance"] == 1
+    assert level["worst_grade_check"].startswith("grade C but")

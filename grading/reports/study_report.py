@@ -16,7 +16,7 @@ from grading.reports.overlays import write_overlay
 
 SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
                  "detector_score", "box_choice", "level", "level_probability", "grade", "grade_probability", "p_A",
-                 "p_B", "p_C", "p_D", "dsca_mm2", "ap_diameter_mm", "ml_diameter_mm")
+                 "p_B", "p_C", "p_D", "dsca_mm2", "ap_diameter_mm", "ml_diameter_mm", "grade_area_check")
 
 
 def overlay_name(index: int, row: dict) -> str:
@@ -73,6 +73,8 @@ def _caption(row: dict) -> list[str]:
         text.append(f"{level}" + (f" ({prob:.2f})" if prob is not None else ""))
     if row["dsca_mm2"] is not None:
         text.append(f"DSCA {row['dsca_mm2']:.0f} mm²  AP {row['ap_diameter_mm']} mm  ML {row['ml_diameter_mm']} mm")
+    if row.get("grade_area_check"):
+        text.append(f"check: {row['grade_area_check']}")
     return text
 
 
@@ -153,6 +155,11 @@ def render_html(report: dict, overlays: list[tuple[str, dict]], localizer: str |
                      for f in report.get("output_failures", []))
     failed = f"<h2>Outputs not written</h2><ul>{failed}</ul>" if failed else ""
     boxes = f"<p>Canal boxes: {html.escape(report.get('canal_boxes', 'slice by slice'))}{_box_choices(report)}.</p>"
+    checks = [f"instance {row['instance_number']}: {row['grade_area_check']}" for row in report["slices"]
+              if row.get("grade_area_check")]
+    if checks:
+        boxes += ("<p class='flag'>&#9888; Grade and sac area disagree (look at these slices): "
+                  f"{html.escape('; '.join(checks))}.</p>")
     style = ("body{font-family:sans-serif;margin:1.5em;background:#111;color:#ddd}table{border-collapse:collapse}"
              "td,th{border:1px solid #555;padding:3px 8px}th{background:#223}figure{display:inline-block;margin:6px}"
              "figcaption{font-size:12px;max-width:650px}a{color:#9cf}.flag{color:#fc6;font-weight:bold}")
