@@ -28,7 +28,7 @@ from grading.phantom.cohort import CohortConfig, generate_patient
 from grading.pipeline import load_study
 from stages.bundle import load_bundle
 from stages.detector import box_iou, detect_candidates
-from stages.inference import InferenceSettings, predict_slices, prepare_models
+from stages.inference import InferenceSettings, predict_slices, prepare_models, top_boxes
 
 
 def _tally(chosen: list, truth: list) -> np.ndarray:
@@ -71,8 +71,7 @@ def main() -> None:
     tallies = {(rule, kind): np.zeros(4, int) for rule in rules for kind in ("ax_t2", "ax_t2_angled")}
     with tempfile.TemporaryDirectory() as tmp:
         for index in tqdm(range(1, args.patients + 1), desc="held-out phantom studies"):
-            rows, _ = generate_patient(Path(tmp), index, args.seed,
-                                             CohortConfig(series=("ax_t2", "ax_t2_angled")))
+            rows, _ = generate_patient(Path(tmp), index, args.seed, CohortConfig(series=("ax_t2", "ax_t2_angled")))
             truth_of = {r["sop_uid"]: None if r["box_x0"] == "" else tuple(float(r[k]) for k in
                                                                             ("box_x0", "box_y0", "box_x1", "box_y1"))
                         for r in rows if r["rater"] == "truth"}
@@ -88,7 +87,7 @@ def main() -> None:
                 placed, order = place(headers, candidates), head_to_foot(headers)
                 for rule, config in rules.items():
                     if config is None:
-                        chosen = [c[0].box if c and c[0].score >= base.threshold else None for c in candidates]
+                        chosen = [None if d is None else d.box for d, _ in top_boxes(base.threshold)(candidates)]
                     else:
                         picks = choose(placed, order, config)
                         chosen = [None if k is None else c[k].box for c, k in zip(candidates, picks)]
