@@ -30,11 +30,7 @@ import numpy as np
 from grading.dicom.geometry import pixel_to_patient
 from grading.dicom.series import SliceHeader
 from stages.detector import Detection
-
-#: What each slice's choice rests on (``slices.csv`` column ``box_choice``).
-CHOICE_TOP = "top"  # the best box, confident on its own, as a slice-by-slice reading would keep it
-CHOICE_CONTINUITY = "continuity"  # a box below the threshold or below the best, kept because it continues its neighbours
-CHOICE_DROPPED = "dropped"  # a confident best box that contradicts the canal on the slices around it
+from stages.vocabulary import BOX_CONTINUITY, BOX_DROPPED, BOX_TOP
 
 
 @dataclass(frozen=True)
@@ -145,11 +141,11 @@ def describe(candidates: Sequence[Sequence[Candidate]], chosen: Sequence[int | N
     for cands, k in zip(candidates, chosen):
         confident = bool(cands) and cands[0].score >= threshold
         if k is None:
-            out.append(CHOICE_DROPPED if confident else "")
+            out.append(BOX_DROPPED if confident else "")
         elif k == 0 and confident:
-            out.append(CHOICE_TOP)
+            out.append(BOX_TOP)
         else:
-            out.append(CHOICE_CONTINUITY)
+            out.append(BOX_CONTINUITY)
     return out
 
 

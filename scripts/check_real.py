@@ -35,6 +35,7 @@ from grading.dicom.writer import (  # noqa: E402
     stable_uid,
     write_dataset,
 )
+from stages.vocabulary import BOX_CONTINUITY, BOX_DROPPED  # noqa: E402
 
 DEFAULT_REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 TSE_PIXEL_MM = 0.6875  # not recorded with the PNGs; a 220 mm field of view over 320 columns
@@ -141,7 +142,7 @@ def _panel(ax_whole, ax_zoom, image: np.ndarray, row: pd.Series, mask: np.ndarra
     choice = row.get("box_choice", "")
     if row["box_x0"] == "":
         ax_zoom.imshow(image, cmap="gray", vmin=0, vmax=vmax)
-        ax_zoom.set_title("no canal" + (f" (s={float(row['detector_score']):.2f} dropped)" if choice == "dropped"
+        ax_zoom.set_title("no canal" + (f" (s={float(row['detector_score']):.2f} dropped)" if choice == BOX_DROPPED
                                         else ""), fontsize=7)
         return
     x0, y0, x1, y1 = (float(row[c]) for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
@@ -156,7 +157,7 @@ def _panel(ax_whole, ax_zoom, image: np.ndarray, row: pd.Series, mask: np.ndarra
     ax_zoom.set_xlim(cx - half, cx + half)
     ax_zoom.set_ylim(cy + half, cy - half)
     dsca = f"{float(row['dsca_mm2']):.0f} mm²" if row["dsca_mm2"] != "" else "-"
-    kept = " kept" if choice == "continuity" else ""  # below the threshold or not the best: its neighbours chose it
+    kept = " kept" if choice == BOX_CONTINUITY else ""  # below the threshold or not the best: its neighbours chose it
     ax_zoom.set_title(f"{row['level']} {row['grade']}  DSCA {dsca}  s={float(row['detector_score']):.2f}{kept}",
                       fontsize=7)
 
@@ -179,11 +180,12 @@ def montage(name: str, entries: list[tuple[np.ndarray, pd.Series, np.ndarray | N
 def summarise(name: str, slices: pd.DataFrame) -> dict:
     found = slices[slices.level != "no canal"]
     dsca = pd.to_numeric(found.dsca_mm2, errors="coerce").dropna()
+    choices = slices.get("box_choice", pd.Series(dtype=str))
     return {"set": name, "slices": len(slices), "with box": len(found),
             "grades": found.grade.replace("", "-").value_counts().to_dict(),
             "levels": found.level.value_counts().to_dict(),
-            "kept for continuity": int((slices.get("box_choice", pd.Series(dtype=str)) == "continuity").sum()),
-            "dropped for continuity": int((slices.get("box_choice", pd.Series(dtype=str)) == "dropped").sum()),
+            "kept for continuity": int((choices == BOX_CONTINUITY).sum()),
+            "dropped for continuity": int((choices == BOX_DROPPED).sum()),
             "dsca median": round(float(dsca.median()), 1) if len(dsca) else None,
             "dsca range": (round(float(dsca.min()), 1), round(float(dsca.max()), 1)) if len(dsca) else None}
 

@@ -18,7 +18,7 @@ from torch import nn
 from stages.configs import StageConfigs
 from stages.detector import MIDLINE_BAND, Detection, detect_candidates, set_detection_limits
 from stages.patches import extract_patches, paste_patch, patch_geometry
-from stages.vocabulary import GRADES, LEVELS
+from stages.vocabulary import BOX_TOP, GRADES, LEVELS
 
 
 def _batched(model: nn.Module, patches: np.ndarray, batch_size: int, device) -> list[torch.Tensor]:
@@ -75,7 +75,7 @@ ChooseBoxes = Callable[[list[list[Detection]]], list[tuple[Detection | None, str
 def top_boxes(min_box_score: float) -> ChooseBoxes:
     """The slice-by-slice rule: each slice's best box when it scores at least ``min_box_score``."""
     def pick(candidates: list[list[Detection]]) -> list[tuple[Detection | None, str]]:
-        return [(c[0], "top") if c and c[0].score >= min_box_score else (None, "") for c in candidates]
+        return [(c[0], BOX_TOP) if c and c[0].score >= min_box_score else (None, "") for c in candidates]
     return pick
 
 

@@ -17,5 +17,10 @@ STATUSES = (NO_CANAL, NOT_CLASSIFIED, CLASSIFIED)
 #: Where a prediction's level came from (the ``level_source`` column).
 FROM_CLASSIFIER, FROM_LABELS = "classifier", "labels"
 
+#: What a slice's canal box rests on (the ``box_choice`` column of grade-study's slices.csv).
+BOX_TOP = "top"  # the slice's best box, confident on its own: the slice-by-slice rule
+BOX_CONTINUITY = "continuity"  # below the threshold or not the best, kept because it continues its neighbours
+BOX_DROPPED = "dropped"  # a confident best box that contradicts the canal on the slices around it
+
 #: What the sagittal level locator tells apart, per pixel.
 COLUMN_CLASSES = ("background", "body", "disc", "sacrum")

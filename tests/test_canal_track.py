@@ -9,9 +9,6 @@ import pytest
 import torch
 
 from grading.canal_track import (
-    CHOICE_CONTINUITY,
-    CHOICE_DROPPED,
-    CHOICE_TOP,
     Candidate,
     TrackConfig,
     choose,
@@ -25,6 +22,7 @@ from grading.dicom.series import SliceHeader
 from stages.detector import Detection
 from stages.inference import InferenceSettings, predict_slices
 from stages.profiles import quick
+from stages.vocabulary import BOX_CONTINUITY, BOX_DROPPED, BOX_TOP
 
 _ANYWHERE = InferenceSettings(midline_band=None)  # the fake detectors' boxes need not lie inside a body
 
@@ -46,7 +44,7 @@ def test_a_weak_box_between_confident_neighbours_is_kept():
     candidates = _straight([0.9, 0.3, 0.9])
     chosen = choose(candidates, [0, 1, 2])
     assert chosen == [0, 0, 0]
-    assert describe(candidates, chosen, 0.5) == [CHOICE_TOP, CHOICE_CONTINUITY, CHOICE_TOP]
+    assert describe(candidates, chosen, 0.5) == [BOX_TOP, BOX_CONTINUITY, BOX_TOP]
     # Without the bonus for continuing a neighbour, the weak box would be dropped as before.
     assert choose(candidates, [0, 1, 2], TrackConfig(bonus=0.0))[1] is None
 
@@ -57,7 +55,7 @@ def test_a_confident_box_off_the_canal_gives_way_to_the_one_that_continues_it():
     candidates[1] = [aorta, _canal(-4.0, 0.35)]
     chosen = choose(candidates, [0, 1, 2, 3])
     assert chosen == [0, 1, 0, 0]
-    assert describe(candidates, chosen, 0.5)[1] == CHOICE_CONTINUITY
+    assert describe(candidates, chosen, 0.5)[1] == BOX_CONTINUITY
 
 
 def test_a_confident_box_both_neighbours_contradict_is_dropped():
@@ -65,7 +63,7 @@ def test_a_confident_box_both_neighbours_contradict_is_dropped():
     candidates[1] = [_canal(-4.0, 0.95, x=50.0)]  # a kidney's worth to the side
     chosen = choose(candidates, [0, 1, 2])
     assert chosen == [0, None, 0]
-    assert describe(candidates, chosen, 0.5) == [CHOICE_TOP, CHOICE_DROPPED, CHOICE_TOP]
+    assert describe(candidates, chosen, 0.5) == [BOX_TOP, BOX_DROPPED, BOX_TOP]
 
 
 def test_a_stray_box_between_empty_slices_still_meets_the_canal_above_and_below():
@@ -121,7 +119,7 @@ def test_the_policy_picks_from_detections_in_each_slice_display_frame():
     aside = Detection((20.0, 60.0, 30.0, 70.0), 0.95)  # 37 mm to the side and 45 mm in front of it
     weak_canal = Detection((96.0, 151.0, 106.0, 161.0), 0.35)
     picked = with_neighbours(headers)([[canal], [aside, weak_canal], [canal]])
-    assert picked == [(canal, CHOICE_TOP), (weak_canal, CHOICE_CONTINUITY), (canal, CHOICE_TOP)]
+    assert picked == [(canal, BOX_TOP), (weak_canal, BOX_CONTINUITY), (canal, BOX_TOP)]
 
 
 class _TwoBoxes(torch.nn.Module):

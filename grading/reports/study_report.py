@@ -13,6 +13,7 @@ from grading.pipeline import StudyGrading
 from grading.reports.dicom_objects import write_dicom_objects
 from grading.reports.localizer import write_localizer
 from grading.reports.overlays import write_overlay
+from stages.vocabulary import BOX_CONTINUITY, BOX_DROPPED
 
 SLICE_COLUMNS = ("instance_number", "sop_uid", "position_mm", "level_name", "box_x0", "box_y0", "box_x1", "box_y1",
                  "detector_score", "box_choice", "level", "level_probability", "grade", "grade_probability", "p_A",
@@ -64,7 +65,7 @@ def _lumbar_vertebrae(assignment) -> dict:
 def _caption(row: dict) -> list[str]:
     level = row["level"]
     text = [f"instance {row['instance_number']}  {row['level_name']}  position {row['position_mm']:.1f} mm"]
-    if row["box_choice"] == "continuity":
+    if row["box_choice"] == BOX_CONTINUITY:
         text.append("canal box kept for continuity with the slices around it")
     if level == "rootlet":
         text.append(f"rootlet level ({row['level_probability']:.2f})  Schizas {row['grade']} ({row['grade_probability']:.2f})")
@@ -123,8 +124,8 @@ def _table(rows: list[list], header: list[str]) -> str:
 
 
 #: How the report's summary line names each box_choice that departs from the slice-by-slice rule.
-BOX_CHOICE_WORDS = {"continuity": "kept for continuity on instance",
-                    "dropped": "a confident box dropped, the slices around it disagreeing, on instance"}
+BOX_CHOICE_WORDS = {BOX_CONTINUITY: "kept for continuity on instance",
+                    BOX_DROPPED: "a confident box dropped, the slices around it disagreeing, on instance"}
 
 
 def _box_choices(report: dict) -> str:
