@@ -42,6 +42,13 @@ class TrainSettings:
     #: schedule the early epochs are never the best, and validating the detector on two CPU cores
     #: costs half an epoch.
     validate_from: int = 1
+    #: "plateau": lr x ``lr_factor`` after ``plateau_patience`` epochs without a better validation
+    #: score (the paper's). "cosine": lr from ``lr`` down to ``lr * min_lr_ratio`` along a half
+    #: cosine over every step, after ``warmup_steps`` of linear warm-up; a short schedule never
+    #: reaches a plateau, so without it the last epochs train at the first epochs' lr.
+    schedule: str = "plateau"
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -130,8 +137,9 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         if team.distributed else model
     writes = run_dir is not None and team.is_main
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.lr_factor,
-                                                           patience=settings.plateau_patience)
+    n_samples = settings.samples_per_epoch or len(train)
+    scheduler = _scheduler(optimizer, settings, _steps_per_epoch(n_samples, settings.batch_size, team.world_size))
+    per_step = settings.schedule != "plateau"
     start_epoch, best_score, best_epoch = 0, -math.inf, -1
     best_rank = (-math.inf, -math.inf)  # (score, tiebreak): equal scores go to the better tiebreak
     best_state = _copy_state(model)
@@ -146,7 +154,6 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         best_rank = tuple(state.get("best_rank", (best_score, -math.inf)))
         best_state = state["best_state"]
         history = _read_history(run_dir / "metrics.csv")[:start_epoch]
-    n_samples = settings.samples_per_epoch or len(train)
     n_workers = loader_workers(device)
     total_images, total_seconds = 0, 0.0
     for epoch in range(start_epoch, settings.epochs):
@@ -174,6 +181,8 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if per_step:
+                scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         seconds = time.perf_counter() - start
@@ -184,7 +193,8 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             model.eval()
             metrics = from_main(stage.evaluate(model, val) if team.is_main else None, team)
             score = float(metrics["score"])
-            scheduler.step(score)
+            if not per_step:
+                scheduler.step(score)
             rank = (score, float(metrics.get("tiebreak", 0.0)))
             if rank > best_rank:
                 best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
@@ -200,6 +210,31 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
     model.to("cpu")
     return FitResult(best_state, best_score, best_epoch, history, total_seconds,
                      total_images / total_seconds if total_seconds else 0.0)
+
+
+def _steps_per_epoch(n_samples: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps per epoch on each rank (as ``fit``'s loader batches its share of draws)."""
+    share = (n_samples - n_samples % world_size) // world_size
+    batch = max(1, batch_size // world_size)
+    return share // batch if share > batch else 1
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int):
+    """The lr schedule ``settings.schedule`` names (see TrainSettings)."""
+    if settings.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=settings.lr_factor,
+                                                          patience=settings.plateau_patience)
+    if settings.schedule != "cosine":
+        raise ValueError(f"unknown lr schedule {settings.schedule!r} (plateau or cosine)")
+    warmup, total = settings.warmup_steps, max(1, settings.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = min(1.0, (step - warmup) / max(1, total - warmup))
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state) -> None:

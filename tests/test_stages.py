@@ -22,7 +22,7 @@ from stages.profiles import smoke
 from stages.records import SliceRecord
 from stages.segmenters import ARCHITECTURES, Segmenter, SegmenterConfig
 from stages.stage_builders import stage_training
-from stages.train_loop import fit
+from stages.train_loop import TrainSettings, _scheduler, _steps_per_epoch, fit
 from stages.vgg import VGGClassifier, VGGConfig
 
 
@@ -263,20 +263,52 @@ def test_predictions_follow_known_model_outputs():
     assert rootlet.dsca_mm2 == pytest.approx(rootlet.sac_mask.sum() * spacing[0] * spacing[1])
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
+def test_cosine_schedule_warms_up_then_decays_to_its_floor():
+    """Every step moves the lr: up over the warm-up, then down along a half cosine to
+    lr * min_lr_ratio at the last step, whatever the validation scores."""
+    settings = TrainSettings(epochs=3, batch_size=4, lr=1e-3, schedule="cosine", warmup_steps=2, min_lr_ratio=0.1)
+    assert _steps_per_epoch(18, 4, 1) == 4 and _steps_per_epoch(18, 4, 2) == 4 and _steps_per_epoch(3, 4, 1) == 1
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+    scheduler = _scheduler(optimizer, settings, steps_per_epoch=4)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(12):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == lrs[2] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="unknown lr schedule 'step'"):
+        _scheduler(optimizer, replace(settings, schedule="step"), 4)
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, schedule):
     profile = smoke()
     records = make_records()
-    settings = replace(profile.settings["level"], epochs=3)
+    settings = replace(profile.settings["level"], epochs=3, schedule=schedule)
 
-    def run(folder, epochs, resume):
+    def run(folder, resume, killed_in_epoch=None):
         torch.manual_seed(0)
         unit, train, val = stage_training("level", profile.configs, records[:20], records[20:])
-        return fit(unit, train, val, replace(settings, epochs=epochs), folder, resume=resume, progress=False)
+        if killed_in_epoch is not None:  # the process dies at the first step of that epoch
+            steps, loss = [0], unit.loss
+            per_epoch = _steps_per_epoch(len(train), settings.batch_size, world_size=1)
 
-    whole = run(tmp_path / "whole", 3, False)
-    run(tmp_path / "cut", 2, False)  # "killed" after epoch 2
-    resumed = run(tmp_path / "cut", 3, True)
+            def dying(model, batch):
+                steps[0] += 1
+                if steps[0] > (killed_in_epoch - 1) * per_epoch:
+                    raise KeyboardInterrupt
+                return loss(model, batch)
+            unit.loss = dying
+        return fit(unit, train, val, settings, folder, resume=resume, progress=False)
+
+    whole = run(tmp_path / "whole", False)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", False, killed_in_epoch=3)
+    resumed = run(tmp_path / "cut", True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["lr"] == pytest.approx(whole.history[-1]["lr"])
     assert resumed.history[-1]["train_loss"] == pytest.approx(whole.history[-1]["train_loss"], rel=1e-5)
     for k, v in whole.best_state.items():
         assert torch.allclose(v.float(), resumed.best_state[k].float(), atol=1e-6), k
