@@ -1,6 +1,7 @@
 """grade-demo's own bookkeeping (the demo itself is measured by hand: it trains for minutes)."""
 from __future__ import annotations
 
+import grading.cli.demo as demo
 from grading.cli.demo import _forget_other_folds
 from stages.folds import plan_folds
 
@@ -16,3 +17,19 @@ def test_a_cached_fold_plan_for_other_folds_is_replanned_not_an_error(tmp_path):
     splits.write_text("not json")
     _forget_other_folds(splits, 5)
     assert splits.read_text() == "not json"  # left for grade-train to name
+
+
+def test_the_cohort_is_scanned_once_for_every_training_run(tmp_path, monkeypatch):
+    """grade-demo's three grade-train runs share one header scan; a finished run is reused
+    without reading a header."""
+    scans, handed = [], []
+    monkeypatch.setattr(demo, "scan_study", lambda *a, **k: scans.append(a) or object())
+    monkeypatch.setattr(demo, "grade_train", lambda argv, scan: handed.append(scan) or 0)
+    cohort = demo.CohortScan(tmp_path / "dicom")
+    for run in ("shared", "classifier_A1", "classifier_A2"):
+        demo.ensure_training(tmp_path / run, ["--rater", run], cohort)
+    assert len(scans) == 1 and len(handed) == 3 and len({id(s) for s in handed}) == 1
+    assert all((tmp_path / run / "demo-stamp.json").is_file() for run in ("shared", "classifier_A1"))
+    again = demo.CohortScan(tmp_path / "dicom")
+    demo.ensure_training(tmp_path / "shared", ["--rater", "shared"], again)
+    assert len(scans) == 1 and len(handed) == 3

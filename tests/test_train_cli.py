@@ -113,8 +113,14 @@ def test_the_image_folder_is_scanned_once_for_slices_and_columns(tmp_path, monke
     scans = []
     monkeypatch.setattr(train_cli, "scan_study", lambda *a, **k: scans.append(a) or scan_study(*a, **k), raising=False)
     monkeypatch.setattr("grading.training_data.scan_study", lambda *a, **k: scans.append(a) or scan_study(*a, **k))
-    code = grade_train(["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--rater", "A1",
-                        "--stages", "locator", "--final-only", "--profile", "smoke", "-o", str(tmp_path / "run"),
-                        "--splits", str(tmp_path / "splits.json"), "--folds", "3"])
-    assert code == 0 and len(scans) == 1
+    def train(run, **kwargs):
+        return grade_train(["--labels", str(cohort), "--images", str(cohort.parent / "dicom"), "--rater", "A1",
+                            "--stages", "locator", "--final-only", "--profile", "smoke", "-o", str(tmp_path / run),
+                            "--splits", str(tmp_path / "splits.json"), "--folds", "3"], **kwargs)
+
+    assert train("run") == 0 and len(scans) == 1
     assert (tmp_path / "run" / "final" / "bundle" / "manifest.json").is_file()
+    given = scan_study(cohort.parent / "dicom", verify_pixels=False)  # as grade-demo hands its scan on
+    scans.clear()
+    assert train("run2", scan=given) == 0 and scans == []
+    assert (tmp_path / "run2" / "final" / "bundle" / "manifest.json").is_file()

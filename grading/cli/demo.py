@@ -25,6 +25,7 @@ from grading.cli.agreement import main as grade_agreement
 from grading.cli.common import CommandError, run_command
 from grading.cli.study import main as grade_study
 from grading.cli.train import main as grade_train
+from grading.dicom import StudyScan, scan_study
 from grading.labels import write_label_table
 from grading.models_location import demo_bundle_dir, user_cache_dir
 from grading.phantom.cohort import CohortConfig, generate_cohort, generate_patient
@@ -79,14 +80,27 @@ def _forget_other_folds(splits: Path, folds: int) -> None:
         pass
 
 
-def ensure_training(run: Path, argv: list[str]) -> None:
+class CohortScan:
+    """The cohort's DICOM header scan, read the first time a training run needs it and shared by
+    the three (each would otherwise read the same ~2,000 headers again)."""
+
+    def __init__(self, images: Path):
+        self.images, self._scan = images, None
+
+    def get(self) -> StudyScan:
+        if self._scan is None:
+            self._scan = scan_study(self.images, progress=True, verify_pixels=False)
+        return self._scan
+
+
+def ensure_training(run: Path, argv: list[str], scan: CohortScan) -> None:
     """Run grade-train unless this run folder already finished with the same arguments."""
     if _stamp_matches(run, {"argv": argv}):
         print(f"grade-demo: reusing {run}")
         return
     if run.exists():
         shutil.rmtree(run)
-    code = grade_train(argv + ["-o", str(run)])
+    code = grade_train(argv + ["-o", str(run)], scan=scan.get())
     if code != 0:
         raise CommandError(f"grade-train failed for {run} (exit {code})")
     write_json_atomic(run / "demo-stamp.json", {"argv": argv})
@@ -153,15 +167,16 @@ def _main(argv: list[str] | None) -> int:
     # The detector and segmenter learn from every axial slice (contiguous and disc-angled stacks);
     # the agreement study, like the paper's, is on the contiguous series.
     # The level locator learns from the mid-sagittal slices (column.csv beside the labels).
+    scan = CohortScan(images)
     ensure_training(args.dir / "shared", common + ["--labels", str(labels), "--rater", "A1",
-                                                   "--stages", "detector,segmenter,locator", "--final-only"])
+                                                   "--stages", "detector,segmenter,locator", "--final-only"], scan)
     timings["detector, segmenter, locator"] = time.perf_counter() - t
     for rater in ("A1", "A2"):
         t = time.perf_counter()
         # Classifier2's model on all patients is not needed: the agreement study reads out-of-fold predictions.
         ensure_training(args.dir / f"classifier_{rater}",
                         common + ["--labels", str(contiguous), "--rater", rater, "--stages", "level,grade"]
-                        + (["--no-final"] if rater == "A2" else []))
+                        + (["--no-final"] if rater == "A2" else []), scan)
         timings[f"classifiers {rater}"] = time.perf_counter() - t
     shared, classifier1 = args.dir / "shared" / "final" / "bundle", args.dir / "classifier_A1" / "final" / "bundle"
     bundle = combine_bundles(args.dir / "models", {"detector": shared, "segmenter": shared, "locator": shared,

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from grading.cli.common import EXIT_USAGE, CommandError, run_command
-from grading.dicom import scan_study
+from grading.dicom import StudyScan, scan_study
 from grading.labels import (
     TRAINING_COLUMNS,
     LabelTableError,
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, scan: StudyScan | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.output)
     name = args.name or classifier_name(args.rater)
@@ -100,7 +100,8 @@ def _main(argv: list[str] | None) -> int:
         seed_everything(args.seed)
         start = time.perf_counter()
         profile = PROFILES[args.profile](args.seed)
-        scan = scan_study(args.images, progress=True, verify_pixels=False)  # once, for the slices and the columns
+        if scan is None:  # once, for the slices and the columns
+            scan = scan_study(args.images, progress=True, verify_pixels=False)
         data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent,
                                   preprocessing=profile.configs.preprocessing, scan=scan)
         for line in data.missing[:10]:
@@ -153,9 +154,11 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, scan: StudyScan | None = None) -> int:
+    """grade-train; ``scan``: the --images folder's header scan, when the caller already made it
+    (grade-demo trains three times on one cohort)."""
     try:
-        return run_command("grade-train", lambda: _main(argv))
+        return run_command("grade-train", lambda: _main(argv, scan))
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
