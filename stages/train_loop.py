@@ -1,4 +1,4 @@
-"""One training loop for every stage: Adam, lr x0.5 on a validation plateau, best checkpoint.
+"""One training loop for every stage: Adam, lr on a plateau rule or a cosine, best checkpoint.
 
 A checkpoint (model, optimizer, scheduler, best state) is written after every epoch, so
 ``resume=True`` loses at most the epoch in flight. Randomness is derived from (seed, epoch) at
