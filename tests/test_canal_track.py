@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_models import FixedBoxes
 
 from grading.canal_track import (
     Candidate,
@@ -122,16 +123,9 @@ def test_the_policy_picks_from_detections_in_each_slice_display_frame():
     assert picked == [(canal, BOX_TOP), (weak_canal, BOX_CONTINUITY), (canal, BOX_TOP)]
 
 
-class _TwoBoxes(torch.nn.Module):
-    """A 'detector' with a best box (0.9) and a second one (0.4) on every slice."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, images):
-        boxes = torch.tensor([[40.0, 40.0, 50.0, 50.0], [45.0, 50.0, 55.0, 60.0]])
-        return [{"boxes": boxes, "scores": torch.tensor([0.9, 0.4])} for _ in images]
+def _two_boxes() -> FixedBoxes:
+    """A best box (0.9) and a second one (0.4) on every slice."""
+    return FixedBoxes([(40.0, 40.0, 50.0, 50.0), (45.0, 50.0, 55.0, 60.0)], [0.9, 0.4])
 
 
 def test_predict_slices_takes_the_boxes_a_policy_chooses():
@@ -142,8 +136,8 @@ def test_predict_slices_takes_the_boxes_a_policy_chooses():
     def second_best(candidates):
         return [(c[1], "second") for c in candidates]
 
-    plain = predict_slices({"detector": _TwoBoxes()}, config, images, spacings, settings=_ANYWHERE)
-    chosen = predict_slices({"detector": _TwoBoxes()}, config, images, spacings, settings=_ANYWHERE,
+    plain = predict_slices({"detector": _two_boxes()}, config, images, spacings, settings=_ANYWHERE)
+    chosen = predict_slices({"detector": _two_boxes()}, config, images, spacings, settings=_ANYWHERE,
                             choose=second_best)
     assert [p.box for p in plain] == [pytest.approx((40, 40, 50, 50))] * 2
     assert [p.box_choice for p in plain] == ["top", "top"]
@@ -195,7 +189,7 @@ def test_predict_slices_calls_levels_with_one_conus_along_the_given_order():
     brightness = [0.8, 0.3, 0.8, 0.2]  # P(cord) per slice as stored: a stray rootlet call between two cords
     images = [np.full((100, 100), b, np.float32) for b in brightness]
     spacings = [(config.detector.pixel_mm,) * 2] * 4
-    models = {"detector": _TwoBoxes(), "level": _LevelByBrightness()}
+    models = {"detector": _two_boxes(), "level": _LevelByBrightness()}
     alone = predict_slices(models, config, images, spacings, settings=_ANYWHERE)
     together = predict_slices(models, config, images, spacings, settings=_ANYWHERE, head_to_foot=[0, 1, 2, 3])
     assert [p.level for p in alone] == ["cord", "rootlet", "cord", "rootlet"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_models import FixedBoxes
 
 from stages.bundle import BundleError, load_bundle, save_bundle, sha256_of
 from stages.configs import STAGES, PatchConfig
@@ -418,18 +419,11 @@ def test_inference_and_bundles_import_no_training_only_library():
     assert loaded == ""
 
 
-class _FourBoxes(torch.nn.Module):
-    """A 'detector' that boxes the air behind the back on the midline (score 0.95), the skin of
-    the back on the midline (0.92), the skin at the side (0.9) and the middle of the body (0.7)."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, images):
-        boxes = torch.tensor([[45.0, 85.0, 55.0, 95.0], [45.0, 72.0, 55.0, 82.0], [8.0, 40.0, 18.0, 50.0],
-                              [45.0, 40.0, 55.0, 50.0]])
-        return [{"boxes": boxes, "scores": torch.tensor([0.95, 0.92, 0.9, 0.7])} for _ in images]
+def _four_boxes() -> FixedBoxes:
+    """Boxes the air behind the back on the midline (score 0.95), the skin of the back on the
+    midline (0.92), the skin at the side (0.9) and the middle of the body (0.7)."""
+    return FixedBoxes([(45.0, 85.0, 55.0, 95.0), (45.0, 72.0, 55.0, 82.0), (8.0, 40.0, 18.0, 50.0),
+                       (45.0, 40.0, 55.0, 50.0)], [0.95, 0.92, 0.9, 0.7])
 
 
 def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
@@ -441,23 +435,16 @@ def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
     image[20:80, 10:90] = 1.0  # the body, air around it; the second box's centre is 3 px (4 mm) under the skin
     image[45:55, 45:55] = 0.0  # something dark inside it (the canal on a T1 or Dixon fat image)
     spacing = (config.pixel_mm, config.pixel_mm)  # the detector's own pixel size: boxes come back as given
-    plausible, = detect(_FourBoxes(), [image], [spacing], config)
-    anywhere, = detect(_FourBoxes(), [image], [spacing], config, midline_band=None)
+    plausible, = detect(_four_boxes(), [image], [spacing], config)
+    anywhere, = detect(_four_boxes(), [image], [spacing], config, midline_band=None)
     assert plausible.box == pytest.approx((45, 40, 55, 50)) and plausible.score == pytest.approx(0.7)
     assert anywhere.box == pytest.approx((45, 85, 55, 95))
 
 
-class _BackOrCanal(torch.nn.Module):
-    """A 'detector' that boxes the fat of the back on the midline, 20 mm in front of its skin and
-    further from every other edge (0.95), and a canal 70 mm in front of the skin (0.7)."""
-
-    def __init__(self):
-        super().__init__()
-        self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, images):
-        boxes = torch.tensor([[95.0, 161.0, 105.0, 171.0], [95.0, 125.0, 105.0, 135.0]])
-        return [{"boxes": boxes, "scores": torch.tensor([0.95, 0.7])} for _ in images]
+def _back_or_canal() -> FixedBoxes:
+    """Boxes the fat of the back on the midline, 20 mm in front of its skin and further from every
+    other edge (0.95), and a canal 70 mm in front of the skin (0.7)."""
+    return FixedBoxes([(95.0, 161.0, 105.0, 171.0), (95.0, 125.0, 105.0, 135.0)], [0.95, 0.7])
 
 
 def test_a_box_in_the_back_under_the_skin_is_not_the_canal():
@@ -471,7 +458,7 @@ def test_a_box_in_the_back_under_the_skin_is_not_the_canal():
     image[20:180, 10:190] = 1.0  # anterior up: the skin of the back is row 180
     spacing = (config.pixel_mm, config.pixel_mm)
     assert SKIN_DEPTH_MM <= (180 - 166) * config.pixel_mm < BACK_DEPTH_MM
-    found, = detect(_BackOrCanal(), [image], [spacing], config)
+    found, = detect(_back_or_canal(), [image], [spacing], config)
     assert found.box == pytest.approx((95, 125, 105, 135)) and found.score == pytest.approx(0.7)
 
 
