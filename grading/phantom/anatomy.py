@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from grading.phantom.body_volume import BodyVolume, build_body_volume
 from grading.phantom.centreline import Centreline, build_centreline
 from grading.phantom.patient import Patient
+from grading.phantom.shapes import label_mask
 from grading.phantom.spine_volume import SpineVolume, build_spine_volume
 from grading.phantom.tissues import SAC_LABELS, Label
 from stages.vocabulary import COLUMN_CLASSES
@@ -184,7 +185,7 @@ class Anatomy:
         s = self.crossing(plane)
         k = self.section_index(s)
         segment, kind, boundary = self.wall_segment(plane, s)
-        sac = np.isin(labels, SAC_LABELS)
+        sac = label_mask(labels, SAC_LABELS)
         centre = self.line.at(s)[0]
         col, row = plane.to_pixel(centre)
         # Only the sac around the canal centre (never a stray label elsewhere).
@@ -193,7 +194,7 @@ class Anatomy:
         area = float(sac.sum() * plane.spacing[0] * plane.spacing[1])
         packing = float(self.spine.packing()[k])
         fat = float(self.spine.dorsal_fat[k])
-        cord = float(np.isin(labels[near], (Label.CORD, Label.CONUS)).sum() * plane.spacing[0] * plane.spacing[1])
+        cord = float(label_mask(labels[near], (Label.CORD, Label.CONUS)).sum() * plane.spacing[0] * plane.spacing[1])
         metal = bool((labels[self._near(plane, (col, row), 40.0)] == Label.METAL).any())
         box = None
         if sac.any():
@@ -220,9 +221,9 @@ class Anatomy:
         s, v, u = self._coordinates(plane, 0.0, (0.0, 0.0), spine_only=True)
         p = self.patient
         column = (np.abs(u) < 32) & (v < -2)
-        bone = np.isin(labels, (Label.CORTEX, Label.MARROW, Label.ENDPLATE)) & column
-        disc = np.isin(labels, (Label.ANNULUS, Label.NUCLEUS)) & column & (s < p.sacrum.start + 20)
-        sacrum = np.isin(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
+        bone = label_mask(labels, (Label.CORTEX, Label.MARROW, Label.ENDPLATE)) & column
+        disc = label_mask(labels, (Label.ANNULUS, Label.NUCLEUS)) & column & (s < p.sacrum.start + 20)
+        sacrum = label_mask(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
         classes = np.zeros(labels.shape, np.uint8)
         classes[bone & (s < p.sacrum.start - 0.5)] = COLUMN_CLASSES.index("body")
         classes[disc] = COLUMN_CLASSES.index("disc")

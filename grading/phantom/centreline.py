@@ -31,14 +31,15 @@ class Centreline:
 
     def at(self, s: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """C, U, V, W interpolated at arc lengths ``s`` (any shape); each (..., 3)."""
+        return self._interpolate(s, (self.points, self.u, self.v, self.w))
+
+    def _interpolate(self, s: np.ndarray | float, tables: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """``tables`` (each (n, d), sampled at ``self.s``) interpolated linearly at ``s``."""
         s = np.asarray(s, float)
         k = np.clip((s - self.s[0]) / STEP_MM, 0, len(self.s) - 1.001)
         i = np.floor(k).astype(int)
         f = (k - i)[..., None]
-        out = []
-        for table in (self.points, self.u, self.v, self.w):
-            out.append(table[i] * (1 - f) + table[i + 1] * f)
-        return tuple(out)
+        return tuple(table[i] + (table[i + 1] - table[i]) * f for table in tables)
 
     def locate(self, points: np.ndarray, guess: float | None = None,
                iterations: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,10 +63,11 @@ class Centreline:
             s = cs[np.argmin(np.abs(along) + 0.25 * dist, axis=1)].astype(float)
         dw = np.gradient(self.w, STEP_MM, axis=0)
         for _ in range(iterations):
-            c, _, _, w = self.at(s)
+            c, w = self._interpolate(s, (self.points, self.w))
             k = np.clip((s - self.s[0]) / STEP_MM, 0, len(self.s) - 1).astype(int)
-            f = np.einsum("nd,nd->n", p - c, w)
-            slope = 1.0 + np.einsum("nd,nd->n", p - c, dw[k])
+            d = p - c
+            f = np.einsum("nd,nd->n", d, w)
+            slope = 1.0 + np.einsum("nd,nd->n", d, dw[k])
             s = np.clip(s - f / np.where(np.abs(slope) < 0.2, 0.2, slope), self.s[0], self.s[-1])
         c, u, v, _ = self.at(s)
         d = p - c

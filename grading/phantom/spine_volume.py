@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from grading.phantom.patient import Disc, Patient, Vertebra
-from grading.phantom.shapes import Box, Grid, bump, capsule, capsule3, ellipse, ramp
+from grading.phantom.shapes import Box, Grid, bump, capsule, capsule3, ellipse, label_mask, ramp
 from grading.phantom.tissues import SAC_LABELS, Label
 
 V_RANGE = (-64.0, 74.0)
@@ -358,7 +358,7 @@ class _Painter:
         filled. Returns the nominal rootlet area and the sac area per section (whole grid)."""
         p, rng, h = self.p, self.rng, self.h
         labels = self.grid.labels[box.index]
-        sac = np.isin(labels, (Label.CSF, Label.CORD, Label.CONUS))
+        sac = label_mask(labels, (Label.CSF, Label.CORD, Label.CONUS))
         area = sac.sum(axis=(1, 2)) * h * h
         n_sections = len(self.grid.a)
         full_sac, full_roots = np.zeros(n_sections), np.zeros(n_sections)
@@ -524,14 +524,14 @@ def build_spine_volume(patient: Patient, ds: float = 1.0, h: float = 0.5) -> Spi
     roots, sac = painter.rootlets(box)
     painter.exiting_roots()
     labels = painter.grid.labels
-    cord = np.isin(labels, (Label.CORD, Label.CONUS)).sum(axis=(1, 2)) * h * h
+    cord = label_mask(labels, (Label.CORD, Label.CONUS)).sum(axis=(1, 2)) * h * h
     return SpineVolume(painter.grid, ds, h, sac, roots, cord, _dorsal_fat(labels, box, h))
 
 
 def _dorsal_fat(labels: np.ndarray, box: Box, h: float, reach_mm: float = 6.0) -> np.ndarray:
     """Epidural fat behind the sac, per section: Schizas D is a C without it."""
     view = labels[box.index]
-    sac = np.isin(view, SAC_LABELS)
+    sac = label_mask(view, SAC_LABELS)
     fat = view == Label.EPIDURAL_FAT
     n_v = view.shape[1]
     has = sac.any(1)  # (s, u)
