@@ -53,3 +53,26 @@ def test_the_grade_probe_skips_without_real_data(tmp_path, capsys):
     assert probe.main(["--models", str(tmp_path / "no_bundle"), "--cohort", str(tmp_path), "--realdata",
                        str(tmp_path / "absent"), "-o", str(out)]) == 0
     assert "skipped" in capsys.readouterr().out and not out.exists()
+
+
+def test_random_contrast_slices_follow_their_label_maps_in_the_display_frame(tmp_path):
+    """bench_canal_track --contrast random: each slice is drawn from its own label map, turned to
+    the frame the detector sees (here transposed), so the true boxes still fit."""
+    from PIL import Image
+
+    from stages.orientation import DisplayTransform
+
+    track = _script("bench_canal_track")
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:15, 30:50] = 7  # one structure, away from the diagonal
+    Image.fromarray(labels).save(tmp_path / "map.png")
+
+    class Header:
+        display = DisplayTransform(transpose=True)
+
+    import torch
+    (image,) = track._randomised(tmp_path, ["map.png"], [Header()], torch.Generator().manual_seed(0))
+    assert image.shape == (60, 40)
+    inside, outside = image[30:50, 5:15], image[labels.T == 0]
+    assert abs(float(np.median(inside)) - float(np.median(outside))) > 0.05  # the structure has its own intensity
+    assert np.median(inside) != np.median(image[5:15, 30:50])  # not where the stored frame had it
