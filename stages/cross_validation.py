@@ -42,22 +42,25 @@ class CVRequest:
     provenance: dict = field(default_factory=dict)
 
 
-def _settings(request: CVRequest, stage: str, n_train_patients: int):
+def _settings(request: CVRequest, stage: str, n_train_patients: int, final: bool = False):
     settings = request.profile.settings[stage]
+    if final and stage in request.profile.final_epochs:
+        settings = replace(settings, epochs=request.profile.final_epochs[stage])
     if stage == "detector" and request.profile.detector_slices_per_patient:
         settings = replace(settings, samples_per_epoch=request.profile.detector_slices_per_patient * n_train_patients)
     return settings
 
 
 def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRequest, folder: Path,
-                 progress: bool = True) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
+                 progress: bool = True, final: bool = False) -> tuple[dict[str, torch.nn.Module], dict[str, dict]]:
     """Train each requested stage on ``train``, choosing the best epoch on ``val`` (the locator
-    on the same patients' sagittal slices)."""
+    on the same patients' sagittal slices); ``final``: the model a bundle grades studies with,
+    which may train longer than the folds (``Profile.final_epochs``)."""
     models, metrics = {}, {}
     train_patients, val_patients = {r.patient for r in train}, {r.patient for r in val}
     n_patients = len(train_patients)
     for stage in request.stages:
-        settings = _settings(request, stage, n_patients)
+        settings = _settings(request, stage, n_patients, final)
         seed_everything(settings.seed)  # the stage starts the same whichever stages trained before it
         stage_train, stage_val = train, val
         if stage == "locator":
@@ -156,7 +159,7 @@ def run_cross_validation(records: list[SliceRecord], request: CVRequest, out_dir
         train_p, val_p = plan.final_split()
         train = [r for r in records if r.patient in train_p]
         val = [r for r in records if r.patient in val_p]
-        models, metrics = train_stages(train, val, request, out_dir / "final", progress)
+        models, metrics = train_stages(train, val, request, out_dir / "final", progress, final=True)
         if not team.is_main:
             return summary
         provenance = {**request.provenance, "fold": None, "train_patients": sorted(train_p),

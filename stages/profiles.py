@@ -16,6 +16,9 @@ class Profile:
     configs: StageConfigs
     settings: dict[str, TrainSettings] = field(default_factory=dict)
     detector_slices_per_patient: int | None = None  # draws per training patient and epoch
+    # Epochs of the final model, the one a bundle grades studies with, where it trains longer
+    # than the cross-validation folds (whose models only feed the out-of-fold predictions).
+    final_epochs: dict[str, int] = field(default_factory=dict)
 
 
 def quick(seed: int = 0) -> Profile:

@@ -371,9 +371,13 @@ def test_bundle_never_unpickles_weights(tmp_path, monkeypatch, name):
 
 def test_cross_validation_writes_fold_bundles_and_oof_predictions(tmp_path):
     records = make_records(n_patients=6, per_patient=4)
-    request = CVRequest(stages=("level", "grade"), profile=smoke(), n_folds=3, final=True)
+    # The final grade model (the bundle's) trains longer than the fold models; level does not.
+    request = CVRequest(stages=("level", "grade"), profile=replace(smoke(), final_epochs={"grade": 2}), n_folds=3,
+                        final=True)
     summary = run_cross_validation(records, request, tmp_path, progress=False)
     assert sorted(summary["folds"]) == [0, 1, 2]
+    assert {summary["folds"][k]["stages"]["grade"]["epochs"] for k in range(3)} == {1}
+    assert summary["final"]["stages"]["grade"]["epochs"] == 2 and summary["final"]["stages"]["level"]["epochs"] == 1
     import pandas as pd
 
     predictions = pd.concat(pd.read_csv(tmp_path / f"fold_{k:02d}" / "predictions.csv") for k in range(3))
