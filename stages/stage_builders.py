@@ -136,7 +136,8 @@ def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], 
     synth = getattr(configs.synth, stage)
     if stage == "locator":
         augment = column_augment(configs.augment)
-        return (StageTraining(stage, model, _locator_loss, _evaluate_locator, ColumnCollate(synth), augment),
+        return (StageTraining(stage, model, _locator_loss, _evaluate_locator, ColumnCollate(synth), augment,
+                              channels_last=True),
                 ColumnData(train, configs.locator, augment, crop=True), ColumnData(val, configs.locator))
     if stage == "detector":
         augment = detection_augment(configs.augment)
@@ -147,7 +148,8 @@ def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], 
         cfg = configs.classifier_patch
         augment = patch_augment(configs.augment, cfg.size)
         return (StageTraining(stage, model, _classifier_loss(stage == "level"),
-                              lambda m, d: _evaluate_classifier(d, m, by_f1=stage == "grade"), PatchCollate(synth), augment),
+                              lambda m, d: _evaluate_classifier(d, m, by_f1=stage == "grade"), PatchCollate(synth), augment,
+                              channels_last=True),
                 PatchData(train, cfg, stage, augment, patch_center(cfg.size)),
                 PatchData(val, cfg, stage, None, patch_center(cfg.size)))
     cfg = configs.segmenter_patch

@@ -65,6 +65,9 @@ class StageTraining:
     evaluate: Callable[[nn.Module, Dataset], dict]
     collate: Callable | None = None
     augment: object = None  # albumentations Compose with set_random_seed, or None
+    # Train in the channels-last memory layout on the CPU: the same arithmetic, 1.2-1.5x faster
+    # steps for the VGGs and the locator's U-Net (scripts/bench_memory_format.py).
+    channels_last: bool = False
 
 
 @dataclass
@@ -133,6 +136,8 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
                          "(are the validation patients' labels all 'other' for this rater?)")
     team, device = workers(), training_device()
     model = stage.model.to(device)
+    if stage.channels_last and device.type == "cpu":
+        model.to(memory_format=torch.channels_last)  # the layers' outputs follow their weights' layout
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if team.distributed else model
     writes = run_dir is not None and team.is_main
@@ -207,7 +212,7 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state)
             _write_history(run_dir / "metrics.csv", history)
     model.load_state_dict(best_state)
-    model.to("cpu")
+    model.to("cpu", memory_format=torch.contiguous_format)
     return FitResult(best_state, best_score, best_epoch, history, total_seconds,
                      total_images / total_seconds if total_seconds else 0.0)
 

@@ -23,7 +23,7 @@ from stages.profiles import smoke
 from stages.records import SliceRecord
 from stages.segmenters import ARCHITECTURES, Segmenter, SegmenterConfig
 from stages.stage_builders import stage_training
-from stages.train_loop import TrainSettings, _scheduler, _steps_per_epoch, fit
+from stages.train_loop import TrainSettings, _scheduler, _steps_per_epoch, fit, seed_everything
 from stages.vgg import VGGClassifier, VGGConfig
 
 
@@ -497,3 +497,22 @@ def test_detector_crops_far_from_the_box_carry_no_box():
     data._window = lambda shape, box: (85, 85)  # the canal inside the crop
     _, _, target = data[0]
     assert target["boxes"].tolist() == [[5.0, 5.0, 25.0, 25.0]]
+
+
+def test_channels_last_trains_the_same_model_and_returns_it_contiguous():
+    """The layout changes how the CPU walks memory, not the arithmetic: after an epoch the
+    weights agree with a default-layout run to float rounding, and come back contiguous (for
+    safetensors and for inference)."""
+    records = make_records(n_patients=4, per_patient=4)
+    configs, settings = smoke().configs, replace(smoke().settings["grade"], epochs=2)
+    trained = []
+    for layout in (False, True):
+        seed_everything(0)
+        unit, train_data, val_data = stage_training("grade", configs, records[:12], records[12:])
+        fit(replace(unit, channels_last=layout), train_data, val_data, settings, progress=False)
+        trained.append(unit.model.state_dict())
+    default, channels_last = trained
+    for name, value in default.items():
+        assert channels_last[name].is_contiguous(), name
+        torch.testing.assert_close(channels_last[name], value, rtol=1e-3, atol=1e-4, msg=name)
+    assert stage_training("grade", configs, records, records)[0].channels_last  # the VGGs train this way

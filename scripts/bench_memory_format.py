@@ -1,0 +1,96 @@
+"""Training step time of each stage's model in torch's default (NCHW) and channels-last memory
+format, on this machine's CPU, side by side in one process.
+
+    uv run python scripts/bench_memory_format.py --profile demo --repeats 7
+
+Each repeat times ``--steps`` optimizer steps of every model in both formats, alternating, on
+random inputs of the profile's training shapes (batch size, crop or patch); prints the median
+milliseconds per step and the ratio. Same model, same inputs: only the memory layout differs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from stages.models import build_model
+from stages.profiles import PROFILES
+
+
+def _inputs(stage: str, profile) -> tuple:
+    """(batch, loss function) for one training step of ``stage`` at the profile's shapes."""
+    configs, batch = profile.configs, profile.settings[stage].batch_size
+    g = torch.Generator().manual_seed(0)
+    if stage == "detector":
+        side = configs.detector.train_crop
+        images = [torch.rand(3, side, side, generator=g) for _ in range(batch)]
+        targets = [{"boxes": torch.tensor([[side * 0.4, side * 0.45, side * 0.55, side * 0.6]]),
+                    "labels": torch.tensor([1])} for _ in range(batch)]
+        return (images, targets), lambda m, b: sum(m(*b).values())
+    if stage in ("level", "grade"):
+        size = configs.classifier_patch.size
+        x = torch.rand(batch, 1, size, size, generator=g)
+        outputs = getattr(configs, stage).num_outputs
+        y = torch.randint(0, max(outputs, 2), (batch,), generator=g)
+        if outputs == 1:
+            return (x, y.float()), lambda m, b: F.binary_cross_entropy_with_logits(m(b[0])[:, 0], b[1])
+        return (x, y), lambda m, b: F.cross_entropy(m(b[0]), b[1])
+    if stage == "segmenter":
+        size = configs.segmenter_patch.size
+        x, y = torch.rand(batch, 1, size, size, generator=g), (torch.rand(batch, 1, size, size, generator=g) > 0.5)
+        return (x, y.float()), lambda m, b: F.binary_cross_entropy_with_logits(_logits(m(b[0])), b[1])
+    side = configs.locator.train_crop
+    x = torch.rand(batch, 1, side, side, generator=g)
+    y = torch.randint(0, configs.locator.network.out_channels, (batch, side, side), generator=g)
+    return (x, y), lambda m, b: F.cross_entropy(_logits(m(b[0])), b[1])
+
+
+def _logits(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _channels_last(batch):
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_channels_last(b) for b in batch)
+    return batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="demo", choices=sorted(PROFILES))
+    p.add_argument("--stages", default="level,grade,segmenter,locator,detector")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=3)
+    args = p.parse_args()
+    profile = PROFILES[args.profile](0)
+    print(f"profile {args.profile}, {torch.get_num_threads()} threads; median ms per training step of {args.repeats}")
+    print(f"| stage | batch | NCHW | channels-last | ratio |\n|---|---:|---:|---:|---:|")
+    for stage in args.stages.split(","):
+        torch.manual_seed(0)
+        model = build_model(stage, profile.configs).train()
+        batch, loss_of = _inputs(stage, profile)
+        optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+        times = {"nchw": [], "channels_last": []}
+        for repeat in range(args.repeats + 1):  # the first round warms both up and is not counted
+            for name in times:
+                fmt = torch.channels_last if name == "channels_last" else torch.contiguous_format
+                model.to(memory_format=fmt)
+                b = _channels_last(batch) if name == "channels_last" else batch
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    optimizer.zero_grad()
+                    loss_of(model, b).backward()
+                    optimizer.step()
+                if repeat:
+                    times[name].append((time.perf_counter() - start) / args.steps * 1000)
+        a, c = statistics.median(times["nchw"]), statistics.median(times["channels_last"])
+        print(f"| {stage} | {profile.settings[stage].batch_size} | {a:.0f} | {c:.0f} | {a / c:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
