@@ -69,7 +69,7 @@ def main() -> None:
     args = p.parse_args()
     profile = PROFILES[args.profile](0)
     print(f"profile {args.profile}, {torch.get_num_threads()} threads; median ms per training step of {args.repeats}")
-    print(f"| stage | batch | NCHW | channels-last | ratio |\n|---|---:|---:|---:|---:|")
+    print("| stage | batch | NCHW | channels-last | ratio |\n|---|---:|---:|---:|---:|")
     for stage in args.stages.split(","):
         torch.manual_seed(0)
         model = build_model(stage, profile.configs).train()
