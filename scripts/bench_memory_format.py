@@ -60,13 +60,13 @@ def _channels_last(batch):
     return batch
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="demo", choices=sorted(PROFILES))
     p.add_argument("--stages", default="level,grade,segmenter,locator,detector")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--steps", type=int, default=3)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     profile = PROFILES[args.profile](0)
     print(f"profile {args.profile}, {torch.get_num_threads()} threads; median ms per training step of {args.repeats}")
     print("| stage | batch | NCHW | channels-last | ratio |\n|---|---:|---:|---:|---:|")
@@ -89,7 +89,7 @@ def main() -> None:
                 if repeat:
                     times[name].append((time.perf_counter() - start) / args.steps * 1000)
         a, c = statistics.median(times["nchw"]), statistics.median(times["channels_last"])
-        print(f"| {stage} | {profile.settings[stage].batch_size} | {a:.0f} | {c:.0f} | {a / c:.2f}x |")
+        print(f"| {stage} | {profile.settings[stage].batch_size} | {a:.1f} | {c:.1f} | {a / c:.2f}x |")
 
 
 if __name__ == "__main__":

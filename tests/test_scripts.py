@@ -76,3 +76,14 @@ def test_random_contrast_slices_follow_their_label_maps_in_the_display_frame(tmp
     inside, outside = image[30:50, 5:15], image[labels.T == 0]
     assert abs(float(np.median(inside)) - float(np.median(outside))) > 0.05  # the structure has its own intensity
     assert np.median(inside) != np.median(image[5:15, 30:50])  # not where the stored frame had it
+
+
+def test_the_memory_format_benchmark_times_both_layouts_of_each_stage(capsys):
+    _script("bench_memory_format").main(["--profile", "smoke", "--stages", "grade,locator", "--repeats", "1",
+                                         "--steps", "1"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| grade")
+            or line.startswith("| locator")]
+    assert [r[1].strip() for r in rows] == ["grade", "locator"]
+    for r in rows:
+        nchw, channels_last, ratio = float(r[3]), float(r[4]), float(r[5].strip().rstrip("x"))
+        assert nchw > 0 and channels_last > 0 and ratio == pytest.approx(nchw / channels_last, rel=0.1)
