@@ -3,8 +3,9 @@ format, on this machine's CPU, side by side in one process.
 
     uv run python scripts/bench_memory_format.py --profile demo --repeats 7
 
-Each repeat times ``--steps`` optimizer steps of every model in both formats, alternating, on
-random inputs of the profile's training shapes (batch size, crop or patch); prints the median
+Each repeat times ``--steps`` optimizer steps of every model (its training loss,
+``stages.stage_builders.stage_loss``) in both formats, alternating, on random inputs of the
+profile's training shapes (batch size, crop or patch); prints the median
 milliseconds per step and the ratio. Same model, same inputs: only the memory layout differs.
 """
 from __future__ import annotations
@@ -14,14 +15,14 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from stages.models import build_model
 from stages.profiles import PROFILES
+from stages.stage_builders import stage_loss
 
 
-def _inputs(stage: str, profile) -> tuple:
-    """(batch, loss function) for one training step of ``stage`` at the profile's shapes."""
+def _batch(stage: str, profile):
+    """One random training batch of ``stage`` at the profile's shapes (batch size, crop or patch)."""
     configs, batch = profile.configs, profile.settings[stage].batch_size
     g = torch.Generator().manual_seed(0)
     if stage == "detector":
@@ -29,27 +30,17 @@ def _inputs(stage: str, profile) -> tuple:
         images = [torch.rand(3, side, side, generator=g) for _ in range(batch)]
         targets = [{"boxes": torch.tensor([[side * 0.4, side * 0.45, side * 0.55, side * 0.6]]),
                     "labels": torch.tensor([1])} for _ in range(batch)]
-        return (images, targets), lambda m, b: sum(m(*b).values())
+        return images, targets
     if stage in ("level", "grade"):
         size = configs.classifier_patch.size
-        x = torch.rand(batch, 1, size, size, generator=g)
-        outputs = getattr(configs, stage).num_outputs
-        y = torch.randint(0, max(outputs, 2), (batch,), generator=g)
-        if outputs == 1:
-            return (x, y.float()), lambda m, b: F.binary_cross_entropy_with_logits(m(b[0])[:, 0], b[1])
-        return (x, y), lambda m, b: F.cross_entropy(m(b[0]), b[1])
+        return torch.rand(batch, 1, size, size, generator=g), torch.randint(0, 2, (batch,), generator=g)
     if stage == "segmenter":
         size = configs.segmenter_patch.size
-        x, y = torch.rand(batch, 1, size, size, generator=g), (torch.rand(batch, 1, size, size, generator=g) > 0.5)
-        return (x, y.float()), lambda m, b: F.binary_cross_entropy_with_logits(_logits(m(b[0])), b[1])
+        return (torch.rand(batch, 1, size, size, generator=g),
+                (torch.rand(batch, 1, size, size, generator=g) > 0.5).float())
     side = configs.locator.train_crop
-    x = torch.rand(batch, 1, side, side, generator=g)
-    y = torch.randint(0, configs.locator.network.out_channels, (batch, side, side), generator=g)
-    return (x, y), lambda m, b: F.cross_entropy(_logits(m(b[0])), b[1])
-
-
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return (torch.rand(batch, 1, side, side, generator=g),
+            torch.randint(0, configs.locator.network.out_channels, (batch, side, side), generator=g))
 
 
 def _channels_last(batch):
@@ -73,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     for stage in args.stages.split(","):
         torch.manual_seed(0)
         model = build_model(stage, profile.configs).train()
-        batch, loss_of = _inputs(stage, profile)
+        batch, loss_of = _batch(stage, profile), stage_loss(stage, profile.configs)
         optimizer = torch.optim.Adam(model.parameters(), 1e-4)
         times = {"nchw": [], "channels_last": []}
         for repeat in range(args.repeats + 1):  # the first round warms both up and is not counted

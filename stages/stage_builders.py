@@ -129,32 +129,43 @@ def _evaluate_locator(model, data) -> dict:
     return {"score": float(np.mean(scores)) if scores else 0.0}
 
 
+def stage_loss(stage: str, configs: StageConfigs):
+    """The loss of ``stage``'s model on one training batch: ``loss(model, batch)``."""
+    if stage == "locator":
+        return _locator_loss
+    if stage == "detector":
+        return _detector_loss
+    if stage in ("level", "grade"):
+        return _classifier_loss(stage == "level")
+    return _segmenter_loss(configs.segmenter_loss)
+
+
 def stage_training(stage: str, configs: StageConfigs, train: list[SliceRecord], val: list[SliceRecord],
                    backbone_weights=None):
     """(StageTraining, train dataset, validation dataset) for one stage."""
     model = build_model(stage, configs, backbone_weights)
-    synth = getattr(configs.synth, stage)
+    synth, loss = getattr(configs.synth, stage), stage_loss(stage, configs)
     if stage == "locator":
         augment = column_augment(configs.augment)
-        return (StageTraining(stage, model, _locator_loss, _evaluate_locator, ColumnCollate(synth), augment,
+        return (StageTraining(stage, model, loss, _evaluate_locator, ColumnCollate(synth), augment,
                               channels_last=True),
                 ColumnData(train, configs.locator, augment, crop=True), ColumnData(val, configs.locator))
     if stage == "detector":
         augment = detection_augment(configs.augment)
-        return (StageTraining(stage, model, _detector_loss, _evaluate_detector(configs.detector),
+        return (StageTraining(stage, model, loss, _evaluate_detector(configs.detector),
                               DetectionCollate(synth), augment),
                 DetectionData(train, configs.detector, augment, crop=True), DetectionData(val, configs.detector))
     if stage in ("level", "grade"):
         cfg = configs.classifier_patch
         augment = patch_augment(configs.augment, cfg.size)
-        return (StageTraining(stage, model, _classifier_loss(stage == "level"),
-                              lambda m, d: _evaluate_classifier(d, m, by_f1=stage == "grade"), PatchCollate(synth), augment,
-                              channels_last=True),
+        return (StageTraining(stage, model, loss,
+                              lambda m, d: _evaluate_classifier(d, m, by_f1=stage == "grade"), PatchCollate(synth),
+                              augment, channels_last=True),
                 PatchData(train, cfg, stage, augment, patch_center(cfg.size)),
                 PatchData(val, cfg, stage, None, patch_center(cfg.size)))
     cfg = configs.segmenter_patch
     augment = patch_augment(configs.augment, cfg.size)
-    return (StageTraining(stage, model, _segmenter_loss(configs.segmenter_loss), lambda m, d: _evaluate_segmenter(d, m),
+    return (StageTraining(stage, model, loss, lambda m, d: _evaluate_segmenter(d, m),
                           PatchCollate(synth), augment),
             PatchData(train, cfg, "mask", augment, patch_center(cfg.size)),
             PatchData(val, cfg, "mask", None, patch_center(cfg.size)))
