@@ -28,11 +28,15 @@ def quick(seed: int = 0) -> Profile:
     many more epochs), narrower VGG blocks and patches of 64 px, and a detector at 1.4 mm per
     pixel trained on 160-px crops with a 128-channel pyramid and a 256-wide box head (twice
     torchvision's training speed on two cores; scripts/bench_training.py).
+
+    The grade VGG rescales each patch by its own percentiles (``input_norm="patch"``): 15-epoch
+    grade models, 12 held-out phantom patients, seeds 0-2, mean accuracy T2 TSE 0.69 -> 0.83,
+    random contrast 0.30 -> 0.45, coarse 2 mm 0.60 -> 0.75 (docs/REAL_GRADES.md).
     """
     configs = StageConfigs(
         detector=DetectorConfig(pixel_mm=1.4, max_side=288, train_crop=160, fpn_channels=128, representation_size=256),
         level=VGGConfig((16, 32, 48, 64), num_outputs=1),
-        grade=VGGConfig((16, 32, 48, 64), num_outputs=4),
+        grade=VGGConfig((16, 32, 48, 64), num_outputs=4, input_norm="patch"),
         segmenter=SegmenterConfig("unet", base_width=12, depth=3),
         classifier_patch=PatchConfig(size=64),
         segmenter_patch=PatchConfig(size=64),
@@ -54,7 +58,7 @@ def paper(seed: int = 0) -> Profile:
     configs = StageConfigs(
         detector=DetectorConfig(pixel_mm=0.8, max_side=512, train_crop=320),
         level=VGGConfig((64, 128, 256, 512), num_outputs=1),
-        grade=VGGConfig((64, 128, 256, 512), num_outputs=4),
+        grade=VGGConfig((64, 128, 256, 512), num_outputs=4, input_norm="patch"),
         segmenter=SegmenterConfig("unet", base_width=32, depth=4),
         classifier_patch=PatchConfig(size=128),
         segmenter_patch=PatchConfig(size=128),
@@ -111,7 +115,7 @@ def smoke(seed: int = 0) -> Profile:
         detector=DetectorConfig(pixel_mm=1.0, max_side=64, train_crop=48, fpn_channels=16, representation_size=32,
                                 rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20),
         level=VGGConfig((4, 4, 8, 8), num_outputs=1),
-        grade=VGGConfig((4, 4, 8, 8), num_outputs=4),
+        grade=VGGConfig((4, 4, 8, 8), num_outputs=4, input_norm="patch"),
         segmenter=SegmenterConfig("unet", base_width=4, depth=2),
         classifier_patch=PatchConfig(size=32),
         segmenter_patch=PatchConfig(size=32),

@@ -66,6 +66,27 @@ def test_vgg_is_the_papers_shape():
     assert model(torch.rand(3, 1, 48, 48)).shape == (3, 4)
 
 
+def test_patch_input_norm_reads_contrast_not_brightness():
+    """With input_norm="patch" a patch dimmed and offset (a canal far from the coil, a field of
+    view with brighter things elsewhere) reaches the convolutions unchanged; with "slice" as is."""
+    torch.manual_seed(0)
+    patch = torch.rand(2, 1, 32, 32)
+    patch[1] *= 3  # each patch is scaled on its own
+    dimmed = 0.4 * patch + 0.05
+    seen = {}
+    for norm in ("slice", "patch"):
+        model = VGGClassifier(VGGConfig((4, 4, 8, 8), num_outputs=4, input_norm=norm)).eval()
+        model.features.register_forward_pre_hook(lambda module, args, norm=norm: seen.setdefault(norm, []).append(args[0]))
+        with torch.no_grad():
+            model(patch), model(dimmed)
+    assert torch.allclose(*seen["patch"], atol=1e-5)
+    low, high = torch.quantile(seen["patch"][0].flatten(1), torch.tensor([0.01, 0.99]), dim=1)
+    assert torch.allclose(low, torch.zeros(2), atol=1e-3) and torch.allclose(high, torch.ones(2), atol=1e-3)
+    assert torch.equal(seen["slice"][1], dimmed)
+    with pytest.raises(ValueError, match="input_norm"):
+        VGGClassifier(VGGConfig(input_norm="volume"))
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_segmenters_shapes_and_auxiliary_output(architecture):
     model = Segmenter(SegmenterConfig(architecture, base_width=6, depth=2))
