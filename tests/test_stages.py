@@ -76,7 +76,7 @@ def test_patch_input_norm_reads_contrast_not_brightness():
     seen = {}
     for norm in ("slice", "patch"):
         model = VGGClassifier(VGGConfig((4, 4, 8, 8), num_outputs=4, input_norm=norm)).eval()
-        model.features.register_forward_pre_hook(lambda module, args, norm=norm: seen.setdefault(norm, []).append(args[0]))
+        model.features.register_forward_pre_hook(lambda _, args, norm=norm: seen.setdefault(norm, []).append(args[0]))
         with torch.no_grad():
             model(patch), model(dimmed)
     assert torch.allclose(*seen["patch"], atol=1e-5)
