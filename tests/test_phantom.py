@@ -242,3 +242,44 @@ def test_presets_order_tissues_like_their_sequences():
     assert t2[csf] > 3 * t2[muscle] and t2[fat] > 3 * t2[muscle]
     assert t1[fat] > 2 * t1[csf]
     assert water[csf] > 3 * water[fat] and water[muscle] > 3 * water[fat]
+
+
+@pytest.mark.parametrize("normalise", [0.0, 1.0])
+def test_prescan_normalise_removes_the_coil_fall_off(normalise):
+    """One tissue across the body: without normalisation it darkens away from the spine coil
+    (the patient's back); with it the mean is flat and the noise grows with depth instead."""
+    from grading.phantom.sequences import Scanner, SeriesRenderer, draw_sequence, draw_tissues
+
+    rng = np.random.default_rng(0)
+    scanner = Scanner(snr=30.0, acquired_fraction=(1.0, 1.0), coil_length_mm=120.0, anterior_coil=0.0,
+                      bias=(0.0, 0.0, 0.0, 0.0), white_level=2000.0, normalise=normalise)
+    shape = (160, 64)
+    renderer = SeriesRenderer(draw_sequence("t2_tse", rng), draw_tissues(rng), scanner, shape, 1.5, rng)
+    labels = np.full(shape, int(Label.SUBCUTANEOUS_FAT), np.uint8)
+    depth = np.broadcast_to((shape[0] - 1 - np.arange(shape[0]))[:, None] * 1.5, shape).astype(np.float32)
+    image = renderer([labels], depth, rng).astype(float)
+    back, front = image[-30:-10], image[10:30]  # 15-45 mm and 195-225 mm from the back
+    if normalise:
+        assert abs(front.mean() / back.mean() - 1) < 0.1
+        assert front.std() > 1.5 * back.std()
+    else:
+        assert front.mean() < 0.35 * back.mean()
+
+
+def test_multifidus_lies_on_the_posterior_elements(anatomies):
+    """Behind the laminae the multifidus follows within a few millimetres (a thin fat plane), as
+    on a real axial slice, not a pad of fat."""
+    from grading.phantom.protocol import _axial_axes, _plane
+
+    for anatomy in anatomies:
+        body = next(v for v in anatomy.patient.vertebrae if v.name == "L3")
+        c, _, _, w = anatomy.line.at((body.start + body.end) / 2)
+        row, col = _axial_axes(w)
+        labels = anatomy.labels(_plane(c, row, col, (200, 200), 0.5, 4.0))
+        for x in (80, 120):  # 10 mm either side of the midline, down the image (posterior)
+            line = labels[100:, x]
+            behind = line[np.nonzero(line == Label.LAMINA)[0][-1] + 1:]
+            fat = np.isin(behind, (Label.INTERMUSCULAR_FAT, Label.VISCERAL_FAT))
+            gap = int(np.argmin(fat))  # fat pixels before the next structure
+            assert behind[gap] in (Label.MULTIFIDUS, Label.SPINOUS_PROCESS)  # rotation can bring it in
+            assert gap * 0.5 <= 4.0

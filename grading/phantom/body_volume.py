@@ -61,6 +61,10 @@ class _BodyPainter:
         xk, yk = line.points[order, 0], line.points[order, 1]
         self.xk = 0.5 * xk + 0.5 * np.polyval(np.polyfit(self.zk, xk, 1), self.zk)
         self.yk = 0.35 * yk + 0.65 * np.polyval(np.polyfit(self.zk, yk, 1), self.zk)
+        roll = np.deg2rad(hab.roll_deg)
+        dx, dy = xk - self.xk, yk - self.yk  # the canal off the trunk's axis, turned into the sections' frame
+        self.canal_xk = np.cos(roll) * dx + np.sin(roll) * dy
+        self.canal_yk = -np.sin(roll) * dx + np.cos(roll) * dy
         z_axis = np.arange(self.zk[0] - 10, self.zk[-1] + 10 + dz / 2, dz)
         width = hab.half_width * 1.25 + 10
         y_axis = np.arange(-(hab.front_depth * 1.1 + 10), hab.back_depth * 1.1 + 10 + h / 2, h)
@@ -80,6 +84,11 @@ class _BodyPainter:
     def box(self, s_lo: float, s_hi: float, y=(-1e4, 1e4), x=(-1e4, 1e4)) -> Box | None:
         z0, z1 = sorted((self.z_of(s_lo), self.z_of(s_hi)))
         return self.grid.box((z0, z1), y, x)
+
+    def canal_at(self, s) -> tuple[np.ndarray, np.ndarray]:
+        """Where the canal lies in the sections (x', y'), which are centred on the trunk's axis."""
+        z = np.interp(s, self.sk[::-1], self.zk[::-1])
+        return np.interp(z, self.zk, self.canal_xk), np.interp(z, self.zk, self.canal_yk)
 
     def level(self, s, knots: list[tuple[float, float]]):
         """A profile along the spine given as (s, value) knots."""
@@ -135,9 +144,10 @@ class _BodyPainter:
             paint(box, compartment & erector, Label.ERECTOR_SPINAE)
 
     # --- muscles ------------------------------------------------------------------------------
-    def tube(self, s_lo: float, s_hi: float, profile, label: int, only=None, angle: float = 0.0) -> None:
-        """An elliptic tube along the body: ``profile(s)`` gives (cx, cy, ax, ay) per section;
-        painted within its own bounding box only."""
+    def tube(self, s_lo: float, s_hi: float, profile, label: int, only=None, angle: float = 0.0,
+             power: float = 2.0) -> None:
+        """An elliptic tube along the body: ``profile(s)`` gives (cx, cy, ax, ay) per section
+        (``power`` 4: a rounded rectangle); painted within its own bounding box only."""
         z0, z1 = sorted((self.z_of(s_lo), self.z_of(s_hi)))
         span = self.grid._span(self.grid.a, z0, z1)
         if span.start >= span.stop:
@@ -152,7 +162,7 @@ class _BodyPainter:
         k = slice(box.index[0].start - span.start, box.index[0].stop - span.start)
         col = (slice(None), None, None)
         mask = ellipse(box.c, box.b, cx[k][col], cy[k][col], np.maximum(ax[k], 0.01)[col],
-                       np.maximum(ay[k], 0.01)[col], angle)
+                       np.maximum(ay[k], 0.01)[col], angle, power)
         self.grid.paint(box, mask, label, only=only)
 
     def muscles(self) -> None:
@@ -165,15 +175,20 @@ class _BodyPainter:
         m_knots = [(0, 0.55), (self.l1.start, 0.65), (self.l_last.end, 1.0), (sac.start + 40, 0.8), (bottom, 0.3)]
         for sign in (-1, 1):
             # Multifidus beside the spinous processes (largest low down), parted from the erector
-            # spinae by a thin plane of fat.
+            # spinae by a thin plane of fat. A rounded rectangle, not an ellipse: it fills the
+            # gutter between the spinous process and the facets, lying on the laminae and facet
+            # capsules across its whole width (the bone, painted in the spine's own volume, wins),
+            # and follows the canal where the trunk's straighter axis leaves it.
             def multifidus(s, sign=sign, grow=0.0):
                 size = bulk * self.level(s, m_knots)
-                return (sign * (6 + 8 * size), cd / 2 + back_room * 0.47, 8 * size + 5 + grow,
-                        back_room * 0.44 + grow)
+                x0, y0 = self.canal_at(s)
+                return (x0 + sign * (6 + 8 * size), y0 + cd / 2 + back_room * 0.47 - 4, 8 * size + 5 + grow,
+                        back_room * 0.44 + 4 + grow)
 
             self.tube(0, bottom, lambda s, sg=sign: multifidus(s, sg, 1.2), Label.INTERMUSCULAR_FAT,
-                      only=(Label.ERECTOR_SPINAE,))
-            self.tube(0, bottom, multifidus, Label.MULTIFIDUS, only=(Label.ERECTOR_SPINAE, Label.INTERMUSCULAR_FAT))
+                      only=(Label.ERECTOR_SPINAE, Label.VISCERAL_FAT), power=4.0)
+            self.tube(0, bottom, multifidus, Label.MULTIFIDUS,
+                      only=(Label.ERECTOR_SPINAE, Label.INTERMUSCULAR_FAT, Label.VISCERAL_FAT), power=4.0)
         # Quadratus lumborum: lateral to the transverse processes, T12 to the iliac crest.
         q_knots = [(p.vertebra("T12").start, 0.0), (self.l1.start, 0.6), (self.l3.end, 1.0),
                    (self.l_last.start, 0.7), (self.l_last.end, 0.0)]

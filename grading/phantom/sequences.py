@@ -133,6 +133,10 @@ class Scanner:
     anterior_coil: float  # relative weight of an anterior body array (0: none)
     bias: tuple[float, ...]  # smooth multiplicative field, low-order coefficients
     white_level: float  # 12-bit value of the brightest tissue
+    # Share of the coil profile the scanner divides back out (Siemens Prescan Normalize, Philips
+    # CLEAR; on by default in most clinical protocols): 0 leaves the fall-off from the back as
+    # received, 1 removes it, leaving its trace in the noise, which grows with depth.
+    normalise: float = 0.0
 
 
 def draw_scanner(rng: np.random.Generator) -> Scanner:
@@ -143,6 +147,7 @@ def draw_scanner(rng: np.random.Generator) -> Scanner:
         anterior_coil=float(rng.uniform(0, 0.6)),
         bias=tuple(float(x) for x in rng.normal(0, 0.1, 4)),
         white_level=float(rng.uniform(1300, 3600)),
+        normalise=float(rng.uniform(0.6, 1.0)) if rng.random() < 0.7 else 0.0,
     )
 
 
@@ -249,10 +254,14 @@ class SeriesRenderer:
             void = binary_dilation(metal, iterations=max(1, int(round(4 / self.spacing))))
             rim = binary_dilation(void, iterations=max(1, int(round(1.5 / self.spacing)))) & ~void
             signal = np.where(void, signal * 0.03, np.where(rim, signal * 1.4 + 0.3 * self.fat_signal, signal))
-        signal *= coil_sensitivity(depth_from_back_mm, self.scanner)
+        sensitivity = coil_sensitivity(depth_from_back_mm, self.scanner)
+        signal *= sensitivity
         signal = _kspace_truncate(signal.astype(np.float32), self.scanner.acquired_fraction)
-        reference = max(float(np.percentile(signal[::2, ::2], 99.5)), 1e-6)
-        sigma = reference / self.scanner.snr
+        sigma = max(float(np.percentile(signal[::2, ::2], 99.5)), 1e-6) / self.scanner.snr
         n_real, n_imag = self.noise.take(rng)
         noisy = np.hypot(signal + sigma * n_real, sigma * n_imag)
+        if self.scanner.normalise > 0:
+            gain = np.clip(sensitivity, 0.1, None) ** self.scanner.normalise
+            signal, noisy = signal / gain, noisy / gain
+        reference = max(float(np.percentile(signal[::2, ::2], 99.5)), 1e-6)
         return np.clip(np.rint(noisy * (self.scanner.white_level / reference)), 0, 4095).astype(np.uint16)
