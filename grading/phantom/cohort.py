@@ -51,11 +51,9 @@ from grading.phantom.sequences import (
 )
 from stages.atomic import write_atomic, write_json_atomic
 
-#: The contiguous axial series' contrast: mostly T2 TSE, as the paper's (and every angled stack);
-#: fat-suppressed T2, both Dixon images and T1 as well, so a cohort is not one sequence and the
-#: detector has seen a sac that is dark (Dixon fat, T1) as well as bright.
-DEFAULT_AXIAL_PRESETS = {"t2_tse": 0.6, "t2_spir": 0.1, "stir": 0.05, "dixon_water": 0.1, "dixon_fat": 0.1,
-                         "t1_tse": 0.05}
+#: The contiguous axial series' contrast: mostly T2 TSE, as the paper's; some fat-suppressed and
+#: Dixon series so a cohort is not one sequence.
+DEFAULT_AXIAL_PRESETS = {"t2_tse": 0.75, "t2_spir": 0.1, "stir": 0.05, "dixon_water": 0.1}
 SLAB_SAMPLES = 2  # sub-planes averaged across a slice's thickness (the central one and one off it)
 
 
