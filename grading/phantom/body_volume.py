@@ -87,8 +87,7 @@ class _BodyPainter:
 
     def canal_at(self, s) -> tuple[np.ndarray, np.ndarray]:
         """Where the canal lies in the sections (x', y'), which are centred on the trunk's axis."""
-        z = np.interp(s, self.sk[::-1], self.zk[::-1])
-        return np.interp(z, self.zk, self.canal_xk), np.interp(z, self.zk, self.canal_yk)
+        return np.interp(s, self.sk[::-1], self.canal_xk[::-1]), np.interp(s, self.sk[::-1], self.canal_yk[::-1])
 
     def level(self, s, knots: list[tuple[float, float]]):
         """A profile along the spine given as (s, value) knots."""

@@ -260,8 +260,9 @@ class SeriesRenderer:
         sigma = max(float(np.percentile(signal[::2, ::2], 99.5)), 1e-6) / self.scanner.snr
         n_real, n_imag = self.noise.take(rng)
         noisy = np.hypot(signal + sigma * n_real, sigma * n_imag)
+        sample = signal[::2, ::2]
         if self.scanner.normalise > 0:
             gain = np.clip(sensitivity, 0.1, None) ** self.scanner.normalise
-            signal, noisy = signal / gain, noisy / gain
-        reference = max(float(np.percentile(signal[::2, ::2], 99.5)), 1e-6)
+            noisy, sample = noisy / gain, sample / gain[::2, ::2]
+        reference = max(float(np.percentile(sample, 99.5)), 1e-6)
         return np.clip(np.rint(noisy * (self.scanner.white_level / reference)), 0, 4095).astype(np.uint16)
