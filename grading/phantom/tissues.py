@@ -108,14 +108,14 @@ TISSUES: dict[Label, Tissue] = {
     Label.ENDPLATE: Tissue(0.08, 1000, 8, texture=0.0),
     Label.ANNULUS: Tissue(0.65, 1000, 58, texture=0.08),
     Label.NUCLEUS: Tissue(0.9, 1200, 120, texture=0.08),
-    Label.PEDICLE: Tissue(0.55, 550, 60, fat=0.4, texture=0.1),
-    Label.LAMINA: Tissue(0.45, 550, 50, fat=0.4, texture=0.1),
-    # The spinous process is cancellous bone with marrow like the body's: on real sagittal T2 it is
-    # as grey as a body (the laminae and facets, mostly cortex, stay darker on axial T2).
+    # The posterior elements are cancellous bone with marrow like the body's, only more of it is
+    # trabecular and cortical bone: on real sagittal T2 a spinous process is as grey as a body.
+    Label.PEDICLE: Tissue(0.72, 550, 80, fat=0.45, texture=0.12),
+    Label.LAMINA: Tissue(0.68, 550, 75, fat=0.45, texture=0.12),
     Label.SPINOUS_PROCESS: Tissue(0.7, 550, 78, fat=0.5, texture=0.12),
-    Label.TRANSVERSE_PROCESS: Tissue(0.45, 550, 50, fat=0.4, texture=0.1),
-    Label.SUPERIOR_ARTICULAR: Tissue(0.45, 550, 50, fat=0.35, texture=0.1),
-    Label.INFERIOR_ARTICULAR: Tissue(0.45, 550, 50, fat=0.35, texture=0.1),
+    Label.TRANSVERSE_PROCESS: Tissue(0.68, 550, 75, fat=0.45, texture=0.12),
+    Label.SUPERIOR_ARTICULAR: Tissue(0.65, 550, 72, fat=0.4, texture=0.12),
+    Label.INFERIOR_ARTICULAR: Tissue(0.65, 550, 72, fat=0.4, texture=0.12),
     Label.FACET_JOINT: Tissue(0.9, 2500, 300),
     Label.LIGAMENTUM_FLAVUM: Tissue(0.45, 900, 35),
     Label.EPIDURAL_FAT: Tissue(0.95, 290, 150, fat=0.95, texture=0.04),
