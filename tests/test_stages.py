@@ -202,23 +202,33 @@ def test_epochs_before_validate_from_are_neither_validated_nor_kept(monkeypatch)
     assert len(validated) == 1 and result.best_epoch == 2
 
 
-def test_grade_checkpoints_are_chosen_by_macro_f1():
-    """A validation set that is mostly grade A: a model calling everything A has high accuracy
-    and poor macro-F1; the grade stage scores it by macro-F1 (the level stage by accuracy)."""
-    from stages.stage_builders import SELECTED_BY, _evaluate_classifier
+def test_classifier_checkpoints_are_chosen_by_macro_f1():
+    """Validation sets that are mostly grade A, or mostly rootlet: a model calling every slice the
+    majority class has high accuracy and poor macro-F1, and both stages score it by macro-F1."""
+    from stages.stage_builders import SELECTED_BY
 
-    class AlwaysA(torch.nn.Module):
+    class Majority(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = torch.tensor([logits])
+
         def forward(self, x):
-            return torch.tensor([[5.0, 0, 0, 0]]).expand(len(x), -1)
+            return self.logits.expand(len(x), -1)
 
     records = make_records(n_patients=4, per_patient=5)
     for r, grade in zip(records, "AAAAAAAAAAAAAAAAAABC"):
         r.level, r.grade = "rootlet", grade
-    _, _, val = stage_training("grade", smoke().configs, records, records)
-    metrics = _evaluate_classifier(val, AlwaysA(), by_f1=True)
+    unit, _, val = stage_training("grade", smoke().configs, records, records)
+    metrics = unit.evaluate(Majority([5.0, 0, 0, 0]), val)
     assert metrics["accuracy"] == pytest.approx(0.9)
     assert metrics["score"] == metrics["f1_macro"] == pytest.approx(1 / 3 * (2 * 0.9 / 1.9))
-    assert "macro-F1" in SELECTED_BY["grade"]
+    for r, level in zip(records, ["cord"] * 2 + ["rootlet"] * 18):
+        r.level = level
+    unit, _, val = stage_training("level", smoke().configs, records, records)
+    metrics = unit.evaluate(Majority([-5.0]), val)  # P(cord) ~ 0: every slice rootlet
+    assert metrics["accuracy"] == pytest.approx(0.9)
+    assert metrics["score"] == pytest.approx(0.5 * (2 * 0.9 / 1.9))
+    assert all("macro-F1" in SELECTED_BY[stage].split("(")[0] for stage in ("level", "grade"))
 
 
 @pytest.mark.parametrize("stage", STAGES)
