@@ -1,9 +1,12 @@
 """grade-demo's own bookkeeping (the demo itself is measured by hand: it trains for minutes)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import grading.cli.demo as demo
 from grading.cli.demo import _forget_other_folds
 from stages.folds import plan_folds
+from stages.profiles import PROFILES
 
 
 def test_a_cached_fold_plan_for_other_folds_is_replanned_not_an_error(tmp_path):
@@ -33,3 +36,22 @@ def test_the_cohort_is_scanned_once_for_every_training_run(tmp_path, monkeypatch
     again = demo.CohortScan(tmp_path / "dicom")
     demo.ensure_training(tmp_path / "shared", ["--rater", "shared"], again)
     assert len(scans) == 1 and len(handed) == 3
+
+
+def test_a_run_trained_under_another_profile_is_trained_again(tmp_path, monkeypatch):
+    """The reuse stamp holds the profile's fingerprint: the same arguments with changed epochs
+    (say, after an upgrade) retrain instead of reusing the old models."""
+    handed = []
+    monkeypatch.setattr(demo, "scan_study", lambda *a, **k: object())
+    monkeypatch.setattr(demo, "grade_train", lambda argv, scan: handed.append(argv) or 0)
+    cohort = demo.CohortScan(tmp_path / "dicom")
+    before = demo.profile_fingerprint("demo", 0)
+    demo.ensure_training(tmp_path / "run", ["--rater", "A1"], cohort, before)
+    demo.ensure_training(tmp_path / "run", ["--rater", "A1"], cohort, before)
+    assert len(handed) == 1
+    shorter = lambda seed=0: replace(PROFILES["demo"](seed), final_epochs={"grade": 1})  # noqa: E731
+    monkeypatch.setitem(PROFILES, "demo", shorter)
+    after = demo.profile_fingerprint("demo", 0)
+    assert after != before and after == demo.profile_fingerprint("demo", 0)
+    demo.ensure_training(tmp_path / "run", ["--rater", "A1"], cohort, after)
+    assert len(handed) == 2

@@ -12,6 +12,7 @@ Reruns reuse every step whose inputs have not changed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -33,6 +34,7 @@ from grading.phantom.montage import make_montage
 from stages.atomic import write_json_atomic
 from stages.bundle import combine_bundles
 from stages.folds import FoldPlan, SplitsError
+from stages.profiles import PROFILES
 
 HELD_OUT_SEED = 1_000_003
 
@@ -93,9 +95,17 @@ class CohortScan:
         return self._scan
 
 
-def ensure_training(run: Path, argv: list[str], scan: CohortScan) -> None:
-    """Run grade-train unless this run folder already finished with the same arguments."""
-    if _stamp_matches(run, {"argv": argv}):
+def profile_fingerprint(name: str, seed: int) -> str:
+    """A digest of everything the training profile sets (models, epochs, schedules, renders), so
+    a run trained under an older profile with the same arguments is trained again, not reused."""
+    return hashlib.sha256(repr(PROFILES[name](seed)).encode()).hexdigest()[:16]
+
+
+def ensure_training(run: Path, argv: list[str], scan: CohortScan, profile: str = "") -> None:
+    """Run grade-train unless this run folder already finished with the same arguments and profile
+    (``profile``: its fingerprint)."""
+    wanted = {"argv": argv, "profile": profile}
+    if _stamp_matches(run, wanted):
         print(f"grade-demo: reusing {run}")
         return
     if run.exists():
@@ -103,7 +113,7 @@ def ensure_training(run: Path, argv: list[str], scan: CohortScan) -> None:
     code = grade_train(argv + ["-o", str(run)], scan=scan.get())
     if code != 0:
         raise CommandError(f"grade-train failed for {run} (exit {code})")
-    write_json_atomic(run / "demo-stamp.json", {"argv": argv})
+    write_json_atomic(run / "demo-stamp.json", wanted)
 
 
 def compare_with_truth(slices_csv: Path, truth_csv: Path) -> dict:
@@ -168,15 +178,17 @@ def _main(argv: list[str] | None) -> int:
     # the agreement study, like the paper's, is on the contiguous series.
     # The level locator learns from the mid-sagittal slices (column.csv beside the labels).
     scan = CohortScan(images)
+    profile = profile_fingerprint(args.profile, args.seed) if args.profile in PROFILES else ""
     ensure_training(args.dir / "shared", common + ["--labels", str(labels), "--rater", "A1",
-                                                   "--stages", "detector,segmenter,locator", "--final-only"], scan)
+                                                   "--stages", "detector,segmenter,locator", "--final-only"], scan,
+                    profile)
     timings["detector, segmenter, locator"] = time.perf_counter() - t
     for rater in ("A1", "A2"):
         t = time.perf_counter()
         # Classifier2's model on all patients is not needed: the agreement study reads out-of-fold predictions.
         ensure_training(args.dir / f"classifier_{rater}",
                         common + ["--labels", str(contiguous), "--rater", rater, "--stages", "level,grade"]
-                        + (["--no-final"] if rater == "A2" else []), scan)
+                        + (["--no-final"] if rater == "A2" else []), scan, profile)
         timings[f"classifiers {rater}"] = time.perf_counter() - t
     shared, classifier1 = args.dir / "shared" / "final" / "bundle", args.dir / "classifier_A1" / "final" / "bundle"
     bundle = combine_bundles(args.dir / "models", {"detector": shared, "segmenter": shared, "locator": shared,
