@@ -49,7 +49,8 @@ def test_a_run_trained_under_another_profile_is_trained_again(tmp_path, monkeypa
     demo.ensure_training(tmp_path / "run", ["--rater", "A1"], cohort, before)
     demo.ensure_training(tmp_path / "run", ["--rater", "A1"], cohort, before)
     assert len(handed) == 1
-    shorter = lambda seed=0: replace(PROFILES["demo"](seed), final_epochs={"grade": 1})  # noqa: E731
+    original = PROFILES["demo"]
+    shorter = lambda seed=0: replace(original(seed), final_epochs={"grade": 1})  # noqa: E731
     monkeypatch.setitem(PROFILES, "demo", shorter)
     after = demo.profile_fingerprint("demo", 0)
     assert after != before and after == demo.profile_fingerprint("demo", 0)
