@@ -547,3 +547,20 @@ def test_channels_last_trains_the_same_model_and_returns_it_contiguous():
         assert channels_last[name].is_contiguous(), name
         torch.testing.assert_close(channels_last[name], value, rtol=1e-3, atol=1e-4, msg=name)
     assert stage_training("grade", configs, records, records)[0].channels_last  # the VGGs train this way
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.float64])
+def test_normalise_intensity_maps_the_percentiles_to_zero_and_one(dtype):
+    from stages.preprocessing import Preprocessing, normalise_intensity
+
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((300, 300)) * 1000 + 100).astype(dtype)
+    before = pixels.copy()
+    prep = Preprocessing()
+    out = normalise_intensity(pixels, prep)
+    low, high = np.percentile(pixels[::4, ::4].astype(np.float64), [prep.low_percentile, prep.high_percentile])
+    expected = np.clip((pixels.astype(np.float64) - low) / (high - low), 0.0, prep.clip)
+    assert out.dtype == np.float32 and out.shape == pixels.shape
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.min() == 0.0 and 0.99 < np.percentile(out, prep.high_percentile) < 1.01
+    np.testing.assert_array_equal(pixels, before)  # the caller's slice is left as it was
