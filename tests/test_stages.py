@@ -19,6 +19,7 @@ from stages.inference import predict_slices
 from stages.losses import LOSSES, segmentation_loss, weighted_bce
 from stages.models import build_model
 from stages.patches import extract_patches, patch_geometry
+from stages.preprocessing import Preprocessing, normalise_intensity
 from stages.profiles import smoke
 from stages.records import SliceRecord
 from stages.segmenters import ARCHITECTURES, Segmenter, SegmenterConfig
@@ -551,8 +552,6 @@ def test_channels_last_trains_the_same_model_and_returns_it_contiguous():
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.float64])
 def test_normalise_intensity_maps_the_percentiles_to_zero_and_one(dtype):
-    from stages.preprocessing import Preprocessing, normalise_intensity
-
     rng = np.random.default_rng(3)
     pixels = (rng.random((300, 300)) * 1000 + 100).astype(dtype)
     before = pixels.copy()
