@@ -93,11 +93,10 @@ def demo(seed: int = 0) -> Profile:
     settings = {stage: replace(s, epochs=shorter[stage]) for stage, s in base.settings.items()}
     # The detector learns from scratch in 10 epochs only: lr 1e-3 with warm-up, down a cosine to
     # 5e-5 (the plateau rule never fires on so short a schedule), validated at the last epoch only
-    # (the best in every cosine run). On the demo cohort's
-    # validation slices, IoU >= 0.5: 8 epochs at a constant 3e-4 0.82; cosine 0.86 after 8
-    # epochs, 0.87 after 11, 0.92 after 12 (docs/PERFORMANCE.md, "Demo detector schedule").
-    # Its one validation only reports a score (there is no other epoch to choose), so 60 slices
-    # are enough for it: 12 s -> 6 s on two cores.
+    # (the best in every cosine run). On the demo cohort's validation slices, IoU >= 0.5: 8 epochs
+    # at a constant 3e-4 0.82; cosine 0.86 after 8 epochs, 0.87 after 11, 0.92 after 12
+    # (docs/PERFORMANCE.md, "Demo detector schedule"). That one validation chooses nothing (there
+    # is no other epoch), it only reports a score: 60 slices do, 12 s -> 6 s on two cores.
     settings["detector"] = replace(settings["detector"], lr=1e-3, schedule="cosine", warmup_steps=30,
                                    validate_from=10, max_val_items=60)
     # The classifiers' epochs end on a cosine too (with 5 grade epochs, macro-F1 over the 5 demo
