@@ -1,5 +1,4 @@
-"""One training loop for every stage: Adam, lr on a plateau rule or a cosine, best checkpoint,
-optionally the running average of the weights over the last epochs.
+"""One training loop for every stage: Adam, lr on a plateau rule or a cosine, best checkpoint.
 
 A checkpoint (model, optimizer, scheduler, best state) is written after every epoch, so
 ``resume=True`` loses at most the epoch in flight. Randomness is derived from (seed, epoch) at
@@ -20,7 +19,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
@@ -51,13 +49,6 @@ class TrainSettings:
     schedule: str = "plateau"
     min_lr_ratio: float = 0.05
     warmup_steps: int = 0
-    #: First epoch (from 1) from which the weights after every step are averaged (None: no
-    #: averaging). From then on the average, not the last step's weights, is validated and kept.
-    #: Averaging densely along the end of training lands in a flatter region of the loss than any
-    #: one step (SWA, Izmailov et al. 2018) and generalises better to domains never seen in training
-    #: (SWAD, Cha et al. 2021): here, from synthetic images to real scans, and with less spread
-    #: between trainings that differ only in their seed.
-    average_from: int | None = None
 
 
 @dataclass
@@ -157,16 +148,11 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
     start_epoch, best_score, best_epoch = 0, -math.inf, -1
     best_rank = (-math.inf, -math.inf)  # (score, tiebreak): equal scores go to the better tiebreak
     best_state = _copy_state(model)
-    # BatchNorm statistics are averaged with the weights (buffers too): close enough to recomputing
-    # them when the average spans the low-lr end of a schedule, and no extra pass over the data.
-    averaged = AveragedModel(model, use_buffers=True) if settings.average_from is not None else None
     history: list[dict] = []
     checkpoint = run_dir / "checkpoint.pt" if run_dir is not None else None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
-        if averaged is not None and "averaged" in state:
-            averaged.load_state_dict(state["averaged"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
@@ -202,8 +188,6 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
             optimizer.step()
             if per_step:
                 scheduler.step()
-            if averaged is not None and epoch + 1 >= settings.average_from:
-                averaged.update_parameters(model)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         seconds = time.perf_counter() - start
@@ -211,23 +195,21 @@ def fit(stage: StageTraining, train: Dataset, val: Dataset, settings: TrainSetti
         total_images += len(loader) * batch_size * team.world_size
         metrics = {}
         if epoch + 1 >= min(settings.validate_from, settings.epochs):
-            judged = averaged.module if averaged is not None and int(averaged.n_averaged) > 0 else model
-            judged.eval()
-            metrics = from_main(stage.evaluate(judged, val) if team.is_main else None, team)
+            model.eval()
+            metrics = from_main(stage.evaluate(model, val) if team.is_main else None, team)
             score = float(metrics["score"])
             if not per_step:
                 scheduler.step(score)
             rank = (score, float(metrics.get("tiebreak", 0.0)))
             if rank > best_rank:
-                best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(judged)
+                best_rank, best_score, best_epoch, best_state = rank, score, epoch, _copy_state(model)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                **{f"val_{k}": float(v) for k, v in metrics.items()}, "lr": optimizer.param_groups[0]["lr"],
                "seconds": round(seconds, 2),
                "images_per_s": round(len(loader) * batch_size * team.world_size / max(seconds, 1e-9), 2)}
         history.append(row)
         if writes:
-            _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state,
-                              averaged)
+            _write_checkpoint(checkpoint, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state)
             _write_history(run_dir / "metrics.csv", history)
     model.load_state_dict(best_state)
     model.to("cpu", memory_format=torch.contiguous_format)
@@ -260,13 +242,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state,
-                      averaged: AveragedModel | None = None) -> None:
+def _write_checkpoint(path, model, optimizer, scheduler, epoch, best_rank, best_epoch, best_state) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch, "best_score": best_rank[0], "best_rank": list(best_rank), "best_epoch": best_epoch,
              "best_state": best_state}
-    if averaged is not None:
-        state["averaged"] = averaged.state_dict()
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
