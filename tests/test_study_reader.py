@@ -19,7 +19,7 @@ from study_factory import (
 from grading.cli.study import main as grade_study
 from grading.dicom import ScanLimits, load_series_pixels, scan_study
 from grading.dicom.geometry import classify_orientation, slice_normal
-from grading.dicom.series import classify_weighting
+from grading.dicom.series import classify_weighting, dixon_image
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,35 @@ def test_truncated_slice_is_skipped_at_decoding_when_not_verified(mixed_study):
     pixels = load_series_pixels(scan.selected)
     assert [f.path for f in pixels.skipped] == [root / "a" / "trunc.dcm"]  # ... caught when decoded
     assert len(pixels.images) == 9
+
+
+@pytest.mark.parametrize("tagged_by", ["description", "image type"])
+def test_the_water_image_of_a_dixon_acquisition_is_graded_not_the_fat_image(tmp_path, tagged_by):
+    """Dixon outputs share weighting, slice count and geometry: without a rule the UID picked one,
+    the fat image (CSF dark) as often as not. Both UID orders are tried."""
+    for k, names in enumerate((("dixon_a", "dixon_b"), ("dixon_b", "dixon_a"))):
+        root = tmp_path / str(k)
+        for name, kind in zip(names, ("WATER", "FAT")):
+            description = f"AX T2 DIXON {kind[0]}" if tagged_by == "description" else "AX T2 TSE"
+            for ds, _ in series_slices(name, 3, description=description):
+                if tagged_by == "image type":
+                    ds.ImageType = ["DERIVED", "PRIMARY", "DIXON", kind]
+                write_plain(ds, root / name / f"{ds.InstanceNumber}.dcm")
+        scan = scan_study(root)
+        water = next(s for s in scan.series if s.dixon_image == "water")
+        assert {s.dixon_image for s in scan.series} == {"water", "fat"}
+        assert scan.selected.uid == water.uid
+
+
+@pytest.mark.parametrize("description, image_type, expected", [
+    ("AX T2 DIXON W", (), "water"),
+    ("t2_tse_dixon_tra_F", (), "fat"),
+    ("ax t2 mDIXON IP", (), "in phase"),
+    ("T2 DIXON opp_phase", (), "opposed phase"),
+    ("AX T2 FS", (), ""),  # fat-suppressed, not a fat image
+    ("T2 fat sat", (), ""),
+    ("AX T2 TSE", ("ORIGINAL", "PRIMARY", "M", "ND"), ""),
+    ("mDixon", ("DERIVED", "PRIMARY", "F", "F"), "fat"),
+])
+def test_dixon_outputs_are_told_apart(description, image_type, expected):
+    assert dixon_image(image_type, description) == expected

@@ -202,7 +202,16 @@ def _slice_header(path: Path, ds: Dataset, forced: bool, limits: ScanLimits, ver
         transfer_syntax=str(transfer_syntax(ds)),
         read_with_force=forced,
         frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or ""),
+        image_type=_image_type(ds),
     )
+
+
+def _image_type(ds) -> tuple[str, ...]:
+    value = ds.get("ImageType")
+    if value is None:
+        return ()
+    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    return tuple(str(v).strip().upper() for v in values)
 
 
 def _kind(mode: int) -> str:

@@ -38,6 +38,7 @@ class SliceHeader:
     transfer_syntax: str = ""
     read_with_force: bool = False
     frame_of_reference: str = ""
+    image_type: tuple[str, ...] = ()  # ImageType values, upper case
 
     @property
     def normal(self) -> np.ndarray:
@@ -87,6 +88,36 @@ def classify_weighting(description: str, echo_time: float | None, repetition_tim
     return "unknown"
 
 
+#: What one Dixon output shows, by the values scanners write into ImageType (Siemens "WATER",
+#: "FAT", "IN_PHASE", "OPP_PHASE"; "W", "F", "IP", "OP" elsewhere) or, failing that, by the last
+#: such word of a Dixon series' description ("AX T2 DIXON W", "t2_tse_dixon_tra_F").
+_DIXON_TYPES = {"WATER": "water", "W": "water", "FAT": "fat", "F": "fat", "IN_PHASE": "in phase", "IP": "in phase",
+                "OPP_PHASE": "opposed phase", "OUT_PHASE": "opposed phase", "OP": "opposed phase"}
+_DIXON_SERIES = re.compile(r"dixon|ideal|flex", re.I)
+_DIXON_WORD = re.compile(r"(?<![a-z0-9])(water|w|fat|f|in ?phase|ip|opp? ?phase|out ?phase|opp|op)(?![a-z0-9])", re.I)
+#: Which Dixon output is graded when a study has several: the water image (fat dark, the sac
+#: bright, as on the water and T2-SPIR sets the models are checked on) or a plain series first, the
+#: in-phase image (a T2 TSE look) next, the opposed-phase image (dark rims at every fat-water edge,
+#: the sac's among them) then, the fat image (CSF dark: no sac to see) last.
+DIXON_PREFERENCE = {"water": 3, "": 3, "in phase": 2, "opposed phase": 1, "fat": 0}
+
+
+def dixon_image(image_type: tuple[str, ...], description: str) -> str:
+    """'water', 'fat', 'in phase', 'opposed phase', or '' when the series is not one Dixon output.
+    ImageType decides when it names one; a description only when it also says Dixon (so a
+    fat-suppressed "T2 FS" is not a fat image)."""
+    for value in image_type:
+        kind = _DIXON_TYPES.get(value.strip().upper().replace(" ", "_"))
+        if kind is not None:
+            return kind
+    words = _DIXON_WORD.findall(description.replace("_", " ")) if _DIXON_SERIES.search(description) else []
+    if not words:
+        return ""
+    word = words[-1].lower()
+    return "water" if word.startswith("w") else "fat" if word.startswith("f") else \
+        "in phase" if word.startswith("i") else "opposed phase"
+
+
 @dataclass
 class Series:
     """One series' slices, ordered along the mean slice normal: head to foot (axial), the
@@ -129,6 +160,10 @@ class Series:
         return self.slices[0].frame_of_reference
 
     @property
+    def dixon_image(self) -> str:
+        return dixon_image(self.slices[0].image_type, self.description)
+
+    @property
     def pixel_spacing(self) -> tuple[float, float]:
         return self.slices[0].pixel_spacing
 
@@ -164,7 +199,9 @@ class Series:
 
 
 def select_series(series: list[Series], series_uid: str | None = None) -> Series | None:
-    """The series to grade: the one named, else the axial T2 with the most slices.
+    """The series to grade: the one named, else the axial T2 with the most slices; of a Dixon
+    acquisition's outputs, the water image (``DIXON_PREFERENCE``), never the fat image while
+    another is there.
 
     An axial series whose weighting cannot be told is a fallback; axial T1 never is.
     """
@@ -173,7 +210,7 @@ def select_series(series: list[Series], series_uid: str | None = None) -> Series
     candidates = [s for s in series if s.gradable]
     if not candidates:
         return None
-    return max(candidates, key=lambda s: (s.weighting == "T2", len(s.slices), s.uid))
+    return max(candidates, key=lambda s: (s.weighting == "T2", DIXON_PREFERENCE[s.dixon_image], len(s.slices), s.uid))
 
 
 def select_localizer(series: list[Series], graded: Series | None, sagittal_uid: str | None = None) -> Series | None:
