@@ -27,7 +27,6 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import boxes as box_ops
 from torchvision.ops import misc as misc_nn_ops
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -245,51 +244,13 @@ def _plausible(boxes: np.ndarray, image: np.ndarray, spacing: tuple[float, float
             & (depth_behind(silhouette, cols, rows, spacing[0]) >= BACK_DEPTH_MM))
 
 
-def merge_mirrored(boxes: np.ndarray, scores: np.ndarray, mirrored_boxes: np.ndarray, mirrored_scores: np.ndarray,
-                   width: int, min_iou: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """One slice's detections on the image and on its left-right mirror image, fused: the mirror's
-    boxes are flipped back, each box is paired with the best unpaired box of the other view (IoU at
-    least ``min_iou``), a pair becomes its score-weighted mean box with the mean score, and a box
-    found in one view only keeps half its score (weighted box fusion over two views; Solovyev et al.
-    2021). A canal both views agree on stays; what one view alone saw loses weight. The two views'
-    boxes of one canal lie 1-4 detector pixels apart on a box of ~15 (IoU 0.6-0.9, on some slices
-    below the usual 0.55), hence a pairing IoU of 0.3."""
-    back = mirrored_boxes.copy()
-    back[:, [0, 2]] = width - mirrored_boxes[:, [2, 0]]
-    pairs = box_iou_matrix(boxes, back)
-    fused_boxes, fused_scores, used = [], [], np.zeros(len(back), bool)
-    for i in np.argsort(-scores, kind="stable"):
-        candidates = np.flatnonzero(~used & (pairs[i] >= min_iou)) if len(back) else np.array([], int)
-        if len(candidates):
-            j = candidates[np.argmax(pairs[i, candidates])]
-            used[j] = True
-            weights = np.array([scores[i], mirrored_scores[j]])
-            fused_boxes.append((weights[:, None] * np.stack([boxes[i], back[j]])).sum(0) / max(weights.sum(), 1e-9))
-            fused_scores.append(weights.mean())
-        else:
-            fused_boxes.append(boxes[i])
-            fused_scores.append(scores[i] / 2)
-    for j in np.flatnonzero(~used):
-        fused_boxes.append(back[j])
-        fused_scores.append(mirrored_scores[j] / 2)
-    return np.array(fused_boxes, np.float32).reshape(-1, 4), np.array(fused_scores, np.float32)
-
-
-def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of (N, 4) and (M, 4) boxes (x0, y0, x1, y1)."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    return box_ops.box_iou(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)).numpy()
-
-
 @torch.no_grad()
 def detect_candidates(model: FasterRCNN, images: list[np.ndarray], spacings: list[tuple[float, float]],
                       config: DetectorConfig, batch_size: int = 8, device: str | torch.device | None = None,
-                      midline_band: float | None = MIDLINE_BAND, mirror: bool = False) -> list[list[Detection]]:
+                      midline_band: float | None = MIDLINE_BAND) -> list[list[Detection]]:
     """Every slice's plausible canal boxes, best first: deep inside the body and near its midline
     (``midline_band`` None: anywhere), as many as the model's detection limit allows (``device``
-    None: the model's own). Slices of one size are batched together. With ``mirror`` each slice
-    is also read left-right mirrored and the two views' boxes fused (:func:`merge_mirrored`)."""
+    None: the model's own). Slices of one size are batched together."""
     model.eval()
     device = device or next(model.parameters()).device
     prepared = [detector_input(img, sp, config) for img, sp in zip(images, spacings)]
@@ -297,19 +258,13 @@ def detect_candidates(model: FasterRCNN, images: list[np.ndarray], spacings: lis
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, (img, _) in enumerate(prepared):
         by_shape.setdefault(img.shape, []).append(i)
-    step = max(1, batch_size // 2) if mirror else batch_size  # a mirrored slice is a second image in the batch
     for indices in by_shape.values():
-        for start in range(0, len(indices), step):
-            chunk = indices[start:start + step]
-            inputs = [to_model_input(prepared[i][0]).to(device) for i in chunk]
-            outputs = model(inputs + [x.flip(-1) for x in inputs] if mirror else inputs)
-            for n, i in enumerate(chunk):
-                boxes, scores = (outputs[n][key].float().cpu().numpy() for key in ("boxes", "scores"))
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            outputs = model([to_model_input(prepared[i][0]).to(device) for i in chunk])
+            for i, out in zip(chunk, outputs):
+                boxes, scores = out["boxes"].float().cpu().numpy(), out["scores"].float().cpu().numpy()
                 image, scale = prepared[i]
-                if mirror:
-                    other = outputs[len(chunk) + n]
-                    boxes, scores = merge_mirrored(boxes, scores, other["boxes"].float().cpu().numpy(),
-                                                   other["scores"].float().cpu().numpy(), image.shape[1])
                 if midline_band is not None and len(boxes):
                     keep = _plausible(boxes, image, (spacings[i][0] / scale[0], spacings[i][1] / scale[1]),
                                       midline_band)

@@ -97,7 +97,6 @@ class InferenceSettings:
     rpn_post_nms_top_n: int | None = 50
     detections_per_img: int | None = 5
     midline_band: float | None = MIDLINE_BAND
-    mirror: bool = False  # also read each slice left-right mirrored and fuse the two views' boxes
     channels_last: bool = True
     bf16: bool = False
     compile: bool = False
@@ -174,7 +173,7 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
         with _timed(timings, "detector_s"):
             candidates = detect_candidates(models["detector"], images, spacings, configs.detector,
                                            batch_size=settings.detector_batch, device=device,
-                                           midline_band=settings.midline_band, mirror=settings.mirror)
+                                           midline_band=settings.midline_band)
         located = [(d.box, d.score, why) if d is not None else (None, c[0].score if c else None, why)
                    for (d, why), c in zip(choose(candidates), candidates)]
     elif boxes is not None:

@@ -477,30 +477,6 @@ def test_the_canal_box_is_taken_inside_the_body_near_its_midline():
     assert anywhere.box == pytest.approx((45, 85, 55, 95))
 
 
-def test_mirrored_reading_keeps_what_both_views_see_and_halves_the_rest():
-    """A box on the body's midline is found again in the mirror image (same place, same score)
-    and keeps its score; an off-midline box of a detector blind to the image comes back from the
-    mirror on the other side, and each of the two keeps half its score."""
-    from stages.detector import detect_candidates, merge_mirrored
-    from stages.profiles import quick
-
-    config = quick().configs.detector
-    image = np.zeros((100, 100), np.float32)
-    image[10:90, 5:95] = 1.0
-    spacing = (config.pixel_mm, config.pixel_mm)
-    both = FixedBoxes([(45.0, 40.0, 55.0, 50.0), (30.0, 40.0, 40.0, 50.0)], [0.8, 0.6])
-    found, = detect_candidates(both, [image], [spacing], config, midline_band=None, mirror=True)
-    assert [d.box for d in found] == [pytest.approx((45, 40, 55, 50)), pytest.approx((30, 40, 40, 50)),
-                                      pytest.approx((60, 40, 70, 50))]
-    assert [d.score for d in found] == pytest.approx([0.8, 0.3, 0.3])
-    plain, = detect_candidates(both, [image], [spacing], config, midline_band=None)
-    assert [d.score for d in plain] == pytest.approx([0.8, 0.6])
-    # A pair that agrees only roughly fuses to its score-weighted mean box and its mean score.
-    boxes, scores = merge_mirrored(np.array([[40.0, 40, 50, 50]]), np.array([0.9]), np.array([[52.0, 40, 62, 50]]),
-                                   np.array([0.3]), width=100)
-    assert boxes.tolist() == [pytest.approx([39.5, 40, 49.5, 50])] and scores.tolist() == pytest.approx([0.6])
-
-
 def _back_or_canal() -> FixedBoxes:
     """Boxes the fat of the back on the midline, 20 mm in front of its skin and further from every
     other edge (0.95), and a canal 70 mm in front of the skin (0.7)."""
