@@ -222,6 +222,17 @@ def test_the_water_image_of_a_dixon_acquisition_is_graded_not_the_fat_image(tmp_
         assert scan.selected.uid == water.uid
 
 
+def test_a_dixon_fat_image_is_graded_only_when_nothing_else_can_be(tmp_path):
+    """Even a T2 fat image loses to an axial series of unknown weighting, and alone it is graded."""
+    for ds, _ in series_slices("fat", 4, description="AX T2 DIXON F"):
+        write_plain(ds, tmp_path / "fat" / f"{ds.InstanceNumber}.dcm")
+    assert scan_study(tmp_path).selected.dixon_image == "fat"
+    for ds, _ in series_slices("other", 3, description="AX GRE", te=5, tr=20):
+        write_plain(ds, tmp_path / "other" / f"{ds.InstanceNumber}.dcm")
+    scan = scan_study(tmp_path)
+    assert scan.selected.description == "AX GRE" and scan.selected.weighting == "unknown"
+
+
 @pytest.mark.parametrize("description, image_type, expected", [
     ("AX T2 DIXON W", (), "water"),
     ("t2_tse_dixon_tra_F", (), "fat"),

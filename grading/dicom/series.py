@@ -200,8 +200,8 @@ class Series:
 
 def select_series(series: list[Series], series_uid: str | None = None) -> Series | None:
     """The series to grade: the one named, else the axial T2 with the most slices; of a Dixon
-    acquisition's outputs, the water image (``DIXON_PREFERENCE``), never the fat image while
-    another is there.
+    acquisition's outputs, the water image (``DIXON_PREFERENCE``); a Dixon fat image only when no
+    other axial series can be graded.
 
     An axial series whose weighting cannot be told is a fallback; axial T1 never is.
     """
@@ -210,7 +210,8 @@ def select_series(series: list[Series], series_uid: str | None = None) -> Series
     candidates = [s for s in series if s.gradable]
     if not candidates:
         return None
-    return max(candidates, key=lambda s: (s.weighting == "T2", DIXON_PREFERENCE[s.dixon_image], len(s.slices), s.uid))
+    return max(candidates, key=lambda s: (s.dixon_image != "fat", s.weighting == "T2", DIXON_PREFERENCE[s.dixon_image],
+                                          len(s.slices), s.uid))
 
 
 def select_localizer(series: list[Series], graded: Series | None, sagittal_uid: str | None = None) -> Series | None:
