@@ -5,9 +5,9 @@
 Generates a few phantom patients (T2 TSE contiguous series, a seed never trained on), takes from
 each one slice through a lumbar disc (L4/L5 or L5/S1 where it has one) at least 2 mm from its
 endplates, and draws 80 x 80 mm around the canal at 0.5 mm per pixel above the same window of
-each real clinical T2 TSE slice in ../shared/realdata (their pixel size assumed 0.6875 mm, as in check_real.py; the sac lies near
-their middle). What the close-up shows is what still tells the phantom from a patient at the
-level that is graded. Real images are only looked at.
+each real clinical T2 TSE slice in ../shared/realdata (their pixel size assumed 0.6875 mm, as in
+check_real.py; the sac lies near their middle). What the close-up shows is what still tells the
+phantom from a patient at the level that is graded. Real images are only looked at.
 """
 from __future__ import annotations
 
