@@ -87,3 +87,20 @@ def test_the_memory_format_benchmark_times_both_layouts_of_each_stage(capsys):
     for r in rows:
         nchw, channels_last, ratio = float(r[3]), float(r[4]), float(r[5].strip().rstrip("x"))
         assert nchw > 0 and channels_last > 0 and ratio == pytest.approx(nchw / channels_last, rel=0.1)
+
+
+@pytest.mark.parametrize("pixel_mm", [0.5, 0.6875, 1.2])
+def test_the_disc_close_up_shows_the_same_millimetres_whatever_the_pixel(pixel_mm):
+    """80 x 80 mm around the given point at 0.5 mm per pixel: a 10-mm bright square at the point
+    comes out 20 px wide and in the middle, for any acquired pixel size."""
+    montage = _script("montage_disc_zoom")
+    n = int(round(200 / pixel_mm))
+    image = np.zeros((n, n), np.float32)
+    centre, half = (n * 0.4, n * 0.55), int(round(5 / pixel_mm))
+    image[int(centre[1]) - half:int(centre[1]) + half, int(centre[0]) - half:int(centre[0]) + half] = 1.0
+    shown = montage.close_up(image, pixel_mm, centre)
+    side = 2 * montage.HALF_MM / montage.SHOWN_MM
+    assert abs(shown.shape[0] - side) <= 2 and abs(shown.shape[1] - side) <= 2
+    rows, cols = np.nonzero(shown > 0.5)
+    assert abs(cols.max() - cols.min() + 1 - 20) <= 2 and abs(rows.max() - rows.min() + 1 - 20) <= 2
+    assert abs(cols.mean() - side / 2) <= 2 and abs(rows.mean() - side / 2) <= 2
