@@ -210,7 +210,7 @@ def _image_type(ds) -> tuple[str, ...]:
     value = ds.get("ImageType")
     if value is None:
         return ()
-    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    values = [value] if isinstance(value, str) else value  # one value, or pydicom's MultiValue
     return tuple(str(v).strip().upper() for v in values)
 
 

@@ -90,9 +90,11 @@ def classify_weighting(description: str, echo_time: float | None, repetition_tim
 
 #: What one Dixon output shows, by the values scanners write into ImageType (Siemens "WATER",
 #: "FAT", "IN_PHASE", "OPP_PHASE"; "W", "F", "IP", "OP" elsewhere) or, failing that, by the last
-#: such word of a Dixon series' description ("AX T2 DIXON W", "t2_tse_dixon_tra_F").
-_DIXON_TYPES = {"WATER": "water", "W": "water", "FAT": "fat", "F": "fat", "IN_PHASE": "in phase", "IP": "in phase",
-                "OPP_PHASE": "opposed phase", "OUT_PHASE": "opposed phase", "OP": "opposed phase"}
+#: such word of a Dixon series' description ("AX T2 DIXON W", "t2_tse_dixon_tra_F"); spaces and
+#: underscores dropped before the look-up.
+_DIXON_KINDS = {"WATER": "water", "W": "water", "FAT": "fat", "F": "fat", "INPHASE": "in phase", "IP": "in phase",
+                "OPPPHASE": "opposed phase", "OPPHASE": "opposed phase", "OUTPHASE": "opposed phase",
+                "OPP": "opposed phase", "OP": "opposed phase"}
 _DIXON_SERIES = re.compile(r"dixon|ideal|flex", re.I)
 _DIXON_WORD = re.compile(r"(?<![a-z0-9])(water|w|fat|f|in ?phase|ip|opp? ?phase|out ?phase|opp|op)(?![a-z0-9])", re.I)
 #: Which Dixon output is graded when a study has several: the water image (fat dark, the sac
@@ -106,16 +108,14 @@ def dixon_image(image_type: tuple[str, ...], description: str) -> str:
     """'water', 'fat', 'in phase', 'opposed phase', or '' when the series is not one Dixon output.
     ImageType decides when it names one; a description only when it also says Dixon (so a
     fat-suppressed "T2 FS" is not a fat image)."""
-    for value in image_type:
-        kind = _DIXON_TYPES.get(value.strip().upper().replace(" ", "_"))
+    words = list(image_type)
+    if _DIXON_SERIES.search(description):
+        words += _DIXON_WORD.findall(description.replace("_", " "))[-1:]
+    for word in words:
+        kind = _DIXON_KINDS.get(re.sub(r"[ _]", "", word.upper()))
         if kind is not None:
             return kind
-    words = _DIXON_WORD.findall(description.replace("_", " ")) if _DIXON_SERIES.search(description) else []
-    if not words:
-        return ""
-    word = words[-1].lower()
-    return "water" if word.startswith("w") else "fat" if word.startswith("f") else \
-        "in phase" if word.startswith("i") else "opposed phase"
+    return ""
 
 
 @dataclass
