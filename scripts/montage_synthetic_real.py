@@ -95,9 +95,10 @@ def synthetic_panels(seed: int = 5) -> dict[str, tuple[np.ndarray, float]]:
     }
     out = {}
     for key, (anat, plane, preset) in planes.items():
-        seq = draw_sequence(preset, rng, "SAG" if key == "sagittal" else "AX")
+        sagittal = key == "sagittal"
+        seq = draw_sequence(preset, rng, "SAG" if sagittal else "AX")
         renderer = SeriesRenderer(seq, tissues, draw_scanner(rng), plane.shape, plane.spacing[0], rng,
-                                  muscle_streaks=0.3 + anat.patient.habitus.muscle_fat)
+                                  muscle_fat=anat.patient.habitus.muscle_fat, sagittal=sagittal)
         maps, depth = anat.slab(plane, 2, rng)
         out[key] = (renderer(maps, depth, rng).astype(np.float32), plane.spacing[0])
     return out

@@ -283,3 +283,48 @@ def test_multifidus_lies_on_the_posterior_elements(anatomies):
             gap = int(np.argmin(fat))  # fat pixels before the next structure
             assert behind[gap] in (Label.MULTIFIDUS, Label.SPINOUS_PROCESS)  # rotation can bring it in
             assert gap * 0.5 <= 4.0
+
+
+def test_muscle_septa_are_a_thin_network_across_axial_and_along_sagittal_fibres():
+    """Axial septa: thin lines covering a modest share of the muscle, running every way; sagittal
+    septa run along the fibres (down the image), so they stay correlated further along rows."""
+    from grading.phantom.sequences import muscle_septa
+
+    def reach(lines: np.ndarray, axis: int) -> float:  # correlation one step of 3 px along an axis
+        centred = lines - lines.mean()
+        shifted = np.roll(centred, 3, axis=axis)
+        return float((centred * shifted).mean() / centred.var())
+
+    rows_minus_cols = {}
+    for along_fibres in (False, True):
+        diffs = []
+        for seed in range(12):
+            lines = muscle_septa((240, 240), 0.7, np.random.default_rng(seed), sagittal=along_fibres)
+            assert lines.min() >= 0 and lines.max() <= 1
+            if not along_fibres:
+                assert 0.03 < float((lines > 0.5).mean()) < 0.45
+            diffs.append(reach(lines, 0) - reach(lines, 1))
+        rows_minus_cols[along_fibres] = float(np.mean(diffs))
+    assert abs(rows_minus_cols[False]) < 0.15
+    assert rows_minus_cols[True] > 0.3
+
+
+def test_septa_shown_in_the_image_are_marked_in_its_label_map():
+    """Where the T2 TSE image shows a muscle septum, the label map says fat (so a randomised
+    render of the map shows it too); tissues without septa keep their label."""
+    from grading.phantom.sequences import Scanner, SeriesRenderer, draw_sequence, draw_tissues
+
+    rng = np.random.default_rng(3)
+    scanner = Scanner(snr=200.0, acquired_fraction=(1.0, 1.0), coil_length_mm=1e4, anterior_coil=0.0,
+                      bias=(0.0, 0.0, 0.0, 0.0), white_level=2000.0, normalise=0.0)
+    shape = (128, 128)
+    renderer = SeriesRenderer(draw_sequence("t2_tse", rng), draw_tissues(rng), scanner, shape, 0.7, rng, muscle_fat=0.5)
+    depth = np.full(shape, 50.0, np.float32)
+    muscle = np.full(shape, int(Label.MULTIFIDUS), np.uint8)
+    image, labelled = renderer.render([muscle], depth, rng)
+    septa = labelled == Label.INTERMUSCULAR_FAT
+    assert np.isin(labelled, (Label.MULTIFIDUS, Label.INTERMUSCULAR_FAT)).all()
+    assert 0.02 < septa.mean() < 0.4
+    assert image[septa].mean() > 1.5 * image[~septa].mean()
+    csf = np.full(shape, int(Label.CSF), np.uint8)
+    assert (renderer.render([csf], depth, rng)[1] == Label.CSF).all()

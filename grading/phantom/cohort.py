@@ -133,18 +133,19 @@ def generate_patient(out_dir: Path, index: int, seed: int, config: CohortConfig 
     series_summary = []
     for plan in _plans(anatomy, rng, config, n_slices, matrix):
         preset = _preset(plan, config, rng)
-        seq = draw_sequence(preset, rng, "SAG" if plan.orientation == "sagittal" else "AX")
+        sagittal = plan.orientation == "sagittal"
+        seq = draw_sequence(preset, rng, "SAG" if sagittal else "AX")
         renderer = SeriesRenderer(seq, tissues, draw_scanner(rng), plan.planes[0].shape, plan.planes[0].spacing[0], rng,
-                                  muscle_streaks=0.3 + patient.habitus.muscle_fat)
+                                  muscle_fat=patient.habitus.muscle_fat, sagittal=sagittal)
         truths: list[SliceTruth] = []
         bases = []
         for i, plane in enumerate(plan.planes, start=1):
             maps, depth = anatomy.slab(plane, SLAB_SAMPLES, rng)
-            pixels = renderer(maps, depth, rng)
+            pixels, label_map = renderer.render(maps, depth, rng)
             spec = _slice_spec(pid, index, seed, plan, i, seq, plane)
             rel = Path(pid) / plan.key / f"IM{i:04d}"
             write_dataset(mr_dataset(pixels, spec), out_dir / "dicom" / rel.with_suffix(".dcm"))
-            _png(out_dir / "labelmaps" / rel.with_suffix(".png"), maps[0])
+            _png(out_dir / "labelmaps" / rel.with_suffix(".png"), label_map)
             if plan.orientation == "sagittal":
                 classes, structures = anatomy.column_targets(plane, maps[0])
                 _png(out_dir / "columns" / rel.with_suffix(".png"), classes)

@@ -4,9 +4,9 @@ and fat-suppressed T2 (SPIR) or STIR.
 Signal comes from each tissue's proton density, T1, T2 and fat fraction (``tissues.py``) through
 the sequence's equation, so one patient's series agree with each other. Then what a scanner
 adds: partial volume over the slice thickness (sub-planes averaged, with in-plane jitter that
-also anti-aliases), tissue texture and fatty streaks in muscle, flow voids, susceptibility
-around metal, the sensitivity of the posterior spine coil, k-space truncation (blur and ringing
-of a smaller acquired matrix) and Rician noise.
+also anti-aliases), tissue texture and fat septa in muscle (marked in the slice's label map
+too), flow voids, susceptibility around metal, the sensitivity of the posterior spine coil,
+k-space truncation (blur and ringing of a smaller acquired matrix) and Rician noise.
 """
 from __future__ import annotations
 
@@ -167,6 +167,24 @@ def smooth_field(shape, sigma_px: float, rng: np.random.Generator, stretch: tupl
     return _upsample(small, shape)
 
 
+def muscle_septa(shape, spacing: float, rng: np.random.Generator, sagittal: bool) -> np.ndarray:
+    """Fat septa between muscle fascicles, 0 to 1: thin lines where a smooth random field crosses
+    zero. An axial section cuts the fascicles across, so its septa form a network of curved
+    lines (its grain, spacing and line width drawn per series); a sagittal one runs along them.
+    Real paraspinal muscle at the lower discs is marbled this way, and a detector that never saw
+    it boxes the bright septa of the multifidus as a canal."""
+    sigma_mm = float(rng.uniform(1.0, 2.5))
+    if sagittal:
+        stretch = (float(rng.uniform(3.0, 5.0)), 1.0)
+    else:
+        grain = float(rng.uniform(1.0, 2.5))
+        stretch = (grain, 1.0) if rng.random() < 0.5 else (1.0, grain)
+    half_width_mm = float(rng.uniform(0.3, 0.7))
+    field = smooth_field(shape, sigma_mm / spacing, rng, stretch)
+    lines = np.exp(-(field * sigma_mm / half_width_mm) ** 2)
+    return lines * (smooth_field(shape, 6.0 / spacing, rng) > rng.uniform(-1.5, -0.3))
+
+
 class _Pool:
     """A field twice the image's size; each slice takes a random window of it, flipped at
     random. Textures and noise then cost a crop per slice instead of a filter."""
@@ -223,29 +241,35 @@ class SeriesRenderer:
     are fixed; texture and noise fields are drawn once and cropped per slice."""
 
     def __init__(self, seq: Sequence, tissues: TissueDraw, scanner: Scanner, shape: tuple[int, int],
-                 spacing: float, rng: np.random.Generator, muscle_streaks: float = 1.0):
+                 spacing: float, rng: np.random.Generator, muscle_fat: float = 0.3, sagittal: bool = False):
         self.seq, self.scanner, self.shape, self.spacing = seq, scanner, shape, spacing
         self.table = signal_table(seq, tissues)
         self.fat_signal = float(self.table[Label.SUBCUTANEOUS_FAT])
-        self.muscle_streaks = muscle_streaks
+        # Septa carry most of a muscle's fat on T2 TSE: near fat's brightness in all but the leanest.
+        self.septa_strength = 0.7 + muscle_fat
         big = (shape[0] + shape[0] // 2, shape[1] + shape[1] // 2)
         texture = 0.6 * smooth_field(big, 1.2 / spacing, rng) + 0.8 * smooth_field(big, 5.0 / spacing, rng)
-        stretch = (1.0, 3.5) if rng.random() < 0.5 else (3.5, 1.0)
-        lines = np.exp(-(smooth_field(big, 2.0 / spacing, rng, stretch) / 0.12) ** 2)
-        lines *= smooth_field(big, 6.0 / spacing, rng) > -0.3
+        lines = muscle_septa(big, spacing, rng, sagittal)
         self.texture = _Pool(np.stack([texture, lines]).astype(np.float32), shape)
         self.noise = _Pool(rng.standard_normal((2, *big), np.float32), shape)
 
     def __call__(self, sub_labels: list[np.ndarray], depth_from_back_mm: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
         """A 12-bit image (uint16) from the label maps of sub-planes through one slice."""
+        return self.render(sub_labels, depth_from_back_mm, rng)[0]
+
+    def render(self, sub_labels: list[np.ndarray], depth_from_back_mm: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The image, and the central label map with the muscle septa it shows marked as
+        intermuscular fat where a pixel is mostly fat: randomised renders of the label map
+        then show the septa in every contrast, as the preset image does."""
         table, central = self.table, sub_labels[0]
         texture, lines = self.texture.take(rng)
         signal = table[central] if len(sub_labels) == 1 else np.mean([table[lab] for lab in sub_labels], axis=0)
         signal = signal * (1 + _TEXTURE[central] * texture)
-        streaks = _STREAKS[central]
-        if streaks.any():
-            mix = np.clip(streaks * self.muscle_streaks * lines, 0, 0.9)
+        mix = np.clip(_STREAKS[central] * self.septa_strength * lines, 0, 0.9)
+        labelled = np.where(mix > 0.5, np.uint8(Label.INTERMUSCULAR_FAT), central).astype(central.dtype)
+        if mix.any():
             signal += mix * (self.fat_signal - table[central])
         metal = np.zeros(signal.shape, bool)
         for lab in sub_labels:
@@ -265,4 +289,5 @@ class SeriesRenderer:
             gain = np.clip(sensitivity, 0.1, None) ** self.scanner.normalise
             noisy, sample = noisy / gain, sample / gain[::2, ::2]
         reference = max(float(np.percentile(sample, 99.5)), 1e-6)
-        return np.clip(np.rint(noisy * (self.scanner.white_level / reference)), 0, 4095).astype(np.uint16)
+        image = np.clip(np.rint(noisy * (self.scanner.white_level / reference)), 0, 4095).astype(np.uint16)
+        return image, labelled

@@ -81,7 +81,7 @@ class Tissue:
     fat: float = 0.0  # fat fraction of the signal (Dixon, fat suppression)
     flow: bool = False  # flowing blood: a signal void on spin echo
     texture: float = 0.05  # relative amplitude of in-tissue heterogeneity
-    streaks: float = 0.0  # strength of elongated fatty streaks (muscle striation)
+    streaks: float = 0.0  # strength of the fat septa between muscle fascicles
 
 
 TISSUES: dict[Label, Tissue] = {
