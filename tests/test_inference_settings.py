@@ -88,7 +88,8 @@ def test_parallel_decoding_and_report_writing_match_serial(untrained, study, tmp
     for workers in (1, 2):
         replace_folder(tmp_path / f"w{workers}", lambda f, w=workers: write_study_outputs(result, report, f, workers=w))
     one, two = sorted((tmp_path / "w1" / "overlays").iterdir()), sorted((tmp_path / "w2" / "overlays").iterdir())
-    assert [p.name for p in one] == [p.name for p in two] and len(one) == len(result.slices)
+    boxed = sum(row["level"] != "no canal" for row in result.slices)  # the neighbour rule may drop a box
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == boxed >= len(result.slices) // 2
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
     assert (tmp_path / "w1" / "slices.csv").read_bytes() == (tmp_path / "w2" / "slices.csv").read_bytes()
 
