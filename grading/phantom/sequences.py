@@ -171,8 +171,8 @@ def muscle_septa(shape, spacing: float, rng: np.random.Generator, sagittal: bool
     """Fat septa between muscle fascicles, 0 to 1: thin lines where a smooth random field crosses
     zero. An axial section cuts the fascicles across, so its septa form a network of curved
     lines (its grain, spacing and line width drawn per series); a sagittal one runs along them.
-    Real paraspinal muscle at the lower discs is marbled this way, and a detector that never saw
-    it boxes the bright septa of the multifidus as a canal."""
+    Real paraspinal muscle at the lower discs is marbled this way; a detector trained without
+    septa put its best box on multifidus septa on real T2 TSE slices."""
     sigma_mm = float(rng.uniform(1.0, 2.5))
     if sagittal:
         stretch = (float(rng.uniform(3.0, 5.0)), 1.0)
