@@ -233,7 +233,7 @@ def coil_sensitivity(posterior_mm: np.ndarray, scanner: Scanner) -> np.ndarray:
 
 
 _TEXTURE = np.array([TISSUES[Label(i)].texture for i in range(N_LABELS)], np.float32)
-_STREAKS = np.array([TISSUES[Label(i)].streaks for i in range(N_LABELS)], np.float32)
+_SEPTA = np.array([TISSUES[Label(i)].septa for i in range(N_LABELS)], np.float32)
 
 
 class SeriesRenderer:
@@ -267,7 +267,7 @@ class SeriesRenderer:
         texture, lines = self.texture.take(rng)
         signal = table[central] if len(sub_labels) == 1 else np.mean([table[lab] for lab in sub_labels], axis=0)
         signal = signal * (1 + _TEXTURE[central] * texture)
-        mix = np.clip(_STREAKS[central] * self.septa_strength * lines, 0, 0.9)
+        mix = np.clip(_SEPTA[central] * self.septa_strength * lines, 0, 0.9)
         labelled = np.where(mix > 0.5, np.uint8(Label.INTERMUSCULAR_FAT), central).astype(central.dtype)
         if mix.any():
             signal += mix * (self.fat_signal - table[central])

@@ -81,14 +81,14 @@ class Tissue:
     fat: float = 0.0  # fat fraction of the signal (Dixon, fat suppression)
     flow: bool = False  # flowing blood: a signal void on spin echo
     texture: float = 0.05  # relative amplitude of in-tissue heterogeneity
-    streaks: float = 0.0  # strength of the fat septa between muscle fascicles
+    septa: float = 0.0  # strength of the fat septa between muscle fascicles
 
 
 TISSUES: dict[Label, Tissue] = {
     Label.BACKGROUND: Tissue(0.0, 1000, 10, texture=0.0),
     Label.SKIN: Tissue(0.65, 800, 45, fat=0.15),
     Label.SUBCUTANEOUS_FAT: Tissue(0.95, 290, 150, fat=0.95, texture=0.04),
-    Label.ABDOMINAL_WALL: Tissue(0.72, 1100, 42, fat=0.05, streaks=0.5),
+    Label.ABDOMINAL_WALL: Tissue(0.72, 1100, 42, fat=0.05, septa=0.5),
     Label.VISCERAL_FAT: Tissue(0.92, 300, 140, fat=0.9, texture=0.08),
     Label.BOWEL_WALL: Tissue(0.75, 900, 60, texture=0.1),
     Label.BOWEL_FLUID: Tissue(0.95, 3000, 900, texture=0.12),
@@ -99,10 +99,10 @@ TISSUES: dict[Label, Tissue] = {
     Label.LIVER: Tissue(0.75, 580, 45, fat=0.04),
     Label.AORTA: Tissue(0.9, 1500, 250, flow=True, texture=0.0),
     Label.IVC: Tissue(0.9, 1500, 250, flow=True, texture=0.0),
-    Label.PSOAS: Tissue(0.72, 1100, 42, fat=0.03, streaks=0.3),
-    Label.QUADRATUS_LUMBORUM: Tissue(0.72, 1100, 42, fat=0.05, streaks=0.4),
-    Label.ERECTOR_SPINAE: Tissue(0.72, 1100, 42, fat=0.08, streaks=0.8),
-    Label.MULTIFIDUS: Tissue(0.72, 1100, 42, fat=0.12, streaks=1.0),
+    Label.PSOAS: Tissue(0.72, 1100, 42, fat=0.03, septa=0.3),
+    Label.QUADRATUS_LUMBORUM: Tissue(0.72, 1100, 42, fat=0.05, septa=0.4),
+    Label.ERECTOR_SPINAE: Tissue(0.72, 1100, 42, fat=0.08, septa=0.8),
+    Label.MULTIFIDUS: Tissue(0.72, 1100, 42, fat=0.12, septa=1.0),
     Label.CORTEX: Tissue(0.06, 1000, 5, texture=0.0),
     Label.MARROW: Tissue(0.85, 550, 95, fat=0.55, texture=0.12),
     Label.ENDPLATE: Tissue(0.08, 1000, 8, texture=0.0),
@@ -124,7 +124,7 @@ TISSUES: dict[Label, Tissue] = {
     Label.NERVE_ROOT: Tissue(0.72, 900, 80),
     Label.SACRUM: Tissue(0.8, 500, 80, fat=0.55, texture=0.12),
     Label.ILIUM: Tissue(0.8, 450, 80, fat=0.6, texture=0.12),
-    Label.GLUTEAL: Tissue(0.72, 1100, 42, fat=0.06, streaks=0.6),
+    Label.GLUTEAL: Tissue(0.72, 1100, 42, fat=0.06, septa=0.6),
     Label.INTERMUSCULAR_FAT: Tissue(0.95, 290, 150, fat=0.95, texture=0.05),
     Label.FASCIA: Tissue(0.4, 900, 25, texture=0.0),
     Label.INTERSPINOUS_LIGAMENT: Tissue(0.5, 800, 40, fat=0.2),
