@@ -22,7 +22,7 @@ from stages.detector import (
 )
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.records import SliceRecord
-from stages.synth import SynthConfig, relabel, render_random, unresolve_share
+from stages.synth import SynthConfig, render_random, unresolve_share
 
 
 def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:
@@ -39,21 +39,16 @@ def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:
 
 
 def _render_share(images: torch.Tensor, labels: list[np.ndarray | None], synth: SynthConfig | None) -> torch.Tensor:
-    """Replace the images whose label map is drawn (probability ``synth.probability``), shift
-    the tissue contrasts of a share of the others (``synth.relabel_probability``), then blur
-    structures below a coarse series' resolution on a share of all label-mapped ones."""
+    """Replace the images whose label map is drawn (probability ``synth.probability``), then
+    blur structures below a coarse series' resolution on a share of all label-mapped ones."""
     mapped = [i for i, lab in enumerate(labels) if lab is not None]
     if synth is None or not mapped:
         return images
     maps = torch.from_numpy(np.stack([labels[i] for i in mapped]).astype(np.int64))
-    drawn = [k for k in range(len(mapped)) if float(torch.rand(1)) < synth.probability] if synth.probability > 0 else []
-    if drawn:
-        images[[mapped[k] for k in drawn]] = _rendered(maps[drawn], synth)
-    if synth.relabel_probability > 0:
-        kept = [k for k in range(len(mapped)) if k not in drawn and float(torch.rand(1)) < synth.relabel_probability]
-        if kept:
-            rows = [mapped[k] for k in kept]
-            images[rows] = relabel(images[rows], maps[kept], synth)
+    if synth.probability > 0:
+        drawn = [k for k in range(len(mapped)) if float(torch.rand(1)) < synth.probability]
+        if drawn:
+            images[[mapped[k] for k in drawn]] = _rendered(maps[drawn], synth)
     images[mapped] = unresolve_share(images[mapped], maps, synth)
     return images
 

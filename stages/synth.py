@@ -41,13 +41,6 @@ class SynthConfig:
     unresolved_probability: float = 0.0
     unresolved_labels: tuple[int, ...] = ()
     unresolved_sigma_px: tuple[float, float] = (1.5, 4.0)
-    # Share of label-mapped samples *not* rendered at random whose own image is scaled by a random
-    # gain per label (log-gain N(0, sd), sd drawn per image): the rendered preset's anatomy,
-    # texture and noise with its tissue contrasts shifted, as scanners, field strengths and
-    # sequence variants shift them. Between a preset and a random render, and learnable as fast
-    # as the preset.
-    relabel_probability: float = 0.0
-    relabel_sd: tuple[float, float] = (0.1, 0.6)
 
 
 def _smooth_noise(batch: int, shape: tuple[int, int], cells: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -121,23 +114,6 @@ def unresolve_share(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig
         images = images.clone()
         images[chosen] = unresolve(images[chosen], labels[chosen], cfg.unresolved_labels, sigma)
     return images
-
-
-def relabel(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image (B, H, W) times its own random gain per label of ``labels`` (air, label 0,
-    unchanged), the gain map blurred over about a pixel so that edge pixels mix their two
-    tissues' gains as partial volume mixes their signals; then rescaled so that its 99.5th
-    percentile is where it was, the way slices are normalised at inference."""
-    batch = len(images)
-    sd = _uniform(batch, *cfg.relabel_sd, generator).view(batch, 1)
-    log_gain = sd * torch.randn(batch, MAX_LABELS, generator=generator)
-    log_gain[:, 0] = 0.0
-    field = torch.gather(log_gain, 1, labels.long().clamp(0, MAX_LABELS - 1).view(batch, -1)).view(labels.shape)
-    out = images * torch.exp(_gaussian_blur(field.float(), 0.7))
-    before = torch.quantile(images.flatten(1), 0.995, dim=1).view(batch, 1, 1)
-    after = torch.quantile(out.flatten(1), 0.995, dim=1).view(batch, 1, 1)
-    return (out * before / after.clamp(min=1e-6)).clamp(0, float(images.max()))
 
 
 def _degrade_resolution(images: torch.Tensor, cfg: SynthConfig, generator) -> torch.Tensor:

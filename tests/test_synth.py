@@ -1,15 +1,13 @@
 """Randomised contrast from label maps: every label its own intensity, pairs kept apart, corruptions bounded;
-rootlets below a coarse series' resolution averaged into the sac; a stored image's tissue contrasts shifted
-label by label."""
+rootlets below a coarse series' resolution averaged into the sac."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
-from stages.datasets import DetectionCollate, PatchCollate
-from stages.synth import SynthConfig, relabel, render_random, unresolve, unresolve_share
+from stages.datasets import PatchCollate
+from stages.synth import SynthConfig, render_random, unresolve, unresolve_share
 
 PLAIN = SynthConfig(texture=(0.0, 0.0), distractors=(0, 0), blur_px=(0.0, 0.0), downsample=(1.0, 1.0), bias=0.0,
                     gamma_sd=0.0, noise=(0.0, 0.0), invert_probability=0.0)
@@ -126,41 +124,3 @@ def test_patch_collate_unresolves_stored_images_that_have_label_maps():
     assert not torch.allclose(x[0], image)  # not re-rendered (probability 0), but its rootlets averaged away
     assert float(x[0][labels == 2].min()) > 0.6  # still a CSF-bright sac
     assert torch.equal(x[1], image)  # no label map: untouched
-
-
-def _core(labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Label k's pixels more than the gain blur's reach (two pixels) from any other label."""
-    return torch.from_numpy(ndimage.binary_erosion((labels == k).numpy(), iterations=3))
-
-
-def test_relabel_scales_each_tissue_by_its_own_gain_and_keeps_texture():
-    image, labels = _sac_with_rootlets()
-    textured = image * (1 + 0.1 * torch.randn(image.shape, generator=torch.Generator().manual_seed(1)))
-    out = relabel(textured.repeat(8, 1, 1), labels.repeat(8, 1, 1), SynthConfig(relabel_sd=(0.5, 0.5)),
-                  torch.Generator().manual_seed(0))
-    gains = torch.zeros(8, 2)
-    for j, k in enumerate((1, 2)):
-        core = _core(labels[0], k)
-        ratio = out[:, core] / textured[0][core]
-        # Away from its edges each tissue is its stored image times one gain: its texture is kept.
-        assert float((ratio.std(1) / ratio.mean(1)).max()) < 1e-3
-        gains[:, j] = ratio.mean(1)
-    assert float((gains[:, 1] / gains[:, 0]).log().std()) > 0.2  # and the gains differ image to image
-    # The bright end stays where normalised slices put it: the 99.5th percentile is unchanged.
-    q = torch.quantile(out.flatten(1), 0.995, dim=1)
-    assert torch.allclose(q, torch.quantile(textured.flatten(), 0.995).expand(8), rtol=1e-3)
-
-
-def test_detection_collate_relabels_only_stored_images_with_label_maps():
-    image, labels = _sac_with_rootlets()
-    target = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    batch = [(image[0].numpy().copy(), labels[0].numpy().astype(np.uint8), target),
-             (image[0].numpy().copy(), None, target)]
-    torch.manual_seed(0)
-    off, _ = DetectionCollate(SynthConfig(probability=0.0))(batch)
-    assert torch.equal(off[0][0], image[0]) and torch.equal(off[1][0], image[0])  # relabelling is off by default
-    x, _ = DetectionCollate(SynthConfig(probability=0.0, relabel_probability=1.0))(batch)
-    assert not torch.allclose(x[0][0], image[0])  # its contrasts shifted, not re-rendered
-    assert torch.equal(x[1][0], image[0])  # no label map: untouched
-    core = _core(labels[0], 2)
-    assert float(x[0][0][core].std()) < 1e-4 < float(x[0][0].std())  # one tissue stays one intensity
