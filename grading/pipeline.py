@@ -20,7 +20,7 @@ from stages.locator import column_probabilities
 from stages.preprocessing import Preprocessing, normalise_intensity
 from stages.vocabulary import GRADES
 
-#: Below this detector score a slice is reported as 'no canal', never graded.
+#: Below this detector score a slice is reported as 'no canal', never graded (grade-study --box-threshold).
 MIN_BOX_SCORE = 0.5
 #: SPEC's sac-area context: relative stenosis below 100 mm², absolute below 75 mm².
 RELATIVE_STENOSIS_MM2, ABSOLUTE_STENOSIS_MM2 = 100.0, 75.0
@@ -181,4 +181,5 @@ def grade_loaded(loaded: LoadedSeries, models: dict, configs: StageConfigs, devi
     return StudyGrading(loaded.study_dir, loaded.scan, series, pixels.headers, images, predictions, masks, slices,
                         summarise_levels(slices, assignment.names), assignment.method,
                         loaded.scan.skipped + pixels.skipped, timings, localization, assignment, localizer_image,
-                        "with the slices around it (one conus)" if track else "slice by slice")
+                        ("with the slices around it (one conus)" if track else "slice by slice")
+                        + f"; a box needs a score of {min_box_score:.2f} on its own")

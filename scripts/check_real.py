@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
     p.add_argument("-o", "--output", type=Path, default=Path("docs/real"))
     p.add_argument("--slice-by-slice", action="store_true", help="grade-study --slice-by-slice (no canal tracking)")
+    p.add_argument("--box-threshold", type=float, help="grade-study --box-threshold (default: grade-study's)")
     args = p.parse_args(argv)
     sets = real_sets(args.realdata)
     if not sets:
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 write_nifti_series(real.files[0], work / "dicom" / real.name, real.name, real.description)
                 studies = [work / "dicom" / real.name]
             entries, tables = [], []
-            extra = ("--slice-by-slice",) if args.slice_by_slice else ()
+            extra = (("--slice-by-slice",) if args.slice_by_slice else ()) + \
+                (("--box-threshold", str(args.box_threshold)) if args.box_threshold is not None else ())
             for study, slices, masks in grade(studies, args.models, work / "graded", extra):
                 files = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in study.glob("*.dcm")}
                 for _, row in slices.iterrows():

@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 from stages.augment import column_augment, detection_augment, patch_augment, patch_center
 from stages.configs import LocatorConfig, StageConfigs
 from stages.datasets import ColumnCollate, ColumnData, DetectionCollate, DetectionData, PatchCollate, PatchData
-from stages.detector import DetectorConfig, box_iou, detect
+from stages.detector import DetectorConfig, box_iou, detect, operating_threshold
 from stages.inference import classify, segment
 from stages.losses import segmentation_loss
 from stages.models import build_model
@@ -31,14 +31,30 @@ def _detector_loss(model, batch):
     return sum(model(images, targets).values())
 
 
+def top_box_scores(model, data: DetectionData, config: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(score, IoU with the true box) of the top plausible box on each slice that has a canal."""
+    keep = [i for i, b in enumerate(data.boxes) if b is not None]
+    found = detect(model, [data.images[i] for i in keep], [data.spacings[i] for i in keep], config)
+    return (np.array([d.score if d else 0.0 for d in found]),
+            np.array([box_iou(d.box, data.boxes[i]) if d else 0.0 for d, i in zip(found, keep)]))
+
+
 def _evaluate_detector(config: DetectorConfig):
     def evaluate(model, data: DetectionData) -> dict:
-        keep = [i for i, b in enumerate(data.boxes) if b is not None]
-        found = detect(model, [data.images[i] for i in keep], [data.spacings[i] for i in keep], config)
-        ious = np.array([box_iou(d.box, data.boxes[i]) if d else 0.0 for d, i in zip(found, keep)])
+        _, ious = top_box_scores(model, data, config)
         mean_iou = float(ious.mean()) if len(ious) else 0.0
         return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": mean_iou, "tiebreak": mean_iou}
     return evaluate
+
+
+def detector_confidence(model, data: DetectionData, config: DetectorConfig) -> dict[str, float | None]:
+    """How sure the trained detector is of its right boxes on the validation slices (median
+    score of the top boxes with IoU >= 0.5) and the threshold they suggest
+    (``stages.detector.operating_threshold``): what grade-train warns about."""
+    scores, ious = top_box_scores(model, data, config)
+    right = scores[ious >= 0.5]
+    return {"right_box_median_score": round(float(np.median(right)), 4) if len(right) else None,
+            "suggested_box_threshold": operating_threshold(scores, ious)}
 
 
 def _classifier_loss(binary: bool):

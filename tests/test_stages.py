@@ -498,6 +498,31 @@ def test_a_box_in_the_back_under_the_skin_is_not_the_canal():
     assert found.box == pytest.approx((95, 125, 105, 135)) and found.score == pytest.approx(0.7)
 
 
+def test_operating_threshold_keeps_05_for_a_sure_detector_and_lowers_it_for_an_unsure_one():
+    from stages.detector import THRESHOLD_GRID, operating_threshold
+
+    ious = [0.8] * 18 + [0.2] * 2  # 18 slices where the top box is right, 2 where it is wrong
+    assert operating_threshold([0.95] * 18 + [0.6, 0.2], ious) == 0.5  # sure of its right boxes: as before
+    # Right boxes at 0.35, wrong ones at 0.1: every threshold from 0.15 to 0.35 keeps all right and no wrong
+    # ones; the highest of them.
+    assert operating_threshold([0.35] * 18 + [0.1, 0.1], ious) == 0.35
+    # Lowering that would keep a wrong box for every two right ones or fewer does not pay (a wrong box costs 2).
+    assert operating_threshold([0.3] * 10 + [0.9] * 2 + [0.3] * 6, [0.8] * 12 + [0.1] * 6) == 0.5
+    assert operating_threshold([0.3] * 13 + [0.3] * 6, [0.8] * 13 + [0.1] * 6) == 0.3
+    assert operating_threshold([], []) == 0.5 == max(THRESHOLD_GRID)
+
+
+def test_unsure_detector_warning_names_the_suggested_threshold():
+    from grading.cli.train import unsure_detector_warning
+
+    unsure = {"right_box_median_score": 0.47, "suggested_box_threshold": 0.4}
+    warning = unsure_detector_warning("final", unsure)
+    assert "final detector" in warning and "0.47" in warning and "--box-threshold 0.4" in warning
+    assert unsure_detector_warning("final", {"right_box_median_score": 0.93, "suggested_box_threshold": 0.5}) == ""
+    assert unsure_detector_warning("final", {"right_box_median_score": None}) == ""  # no right box: nothing to say
+    assert unsure_detector_warning("final", {}) == ""  # a run without a detector
+
+
 def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
     """The shared run (detector, segmenter, locator) and a locator-only run must agree: each
     stage's model is initialised from its own seed, not from what earlier stages left."""

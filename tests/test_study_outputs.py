@@ -191,13 +191,24 @@ def test_grade_study_end_to_end_with_a_smoke_bundle(cohort, tmp_path, capsys):
     run = tmp_path / "run"
     assert grade_train(["--labels", str(cohort / "labels.csv"), "--images", str(cohort / "dicom"), "--rater", "truth",
                         "--folds", "3", "--only-folds", "0", "--profile", "smoke", "-o", str(run)]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    # grade-train says when a detector is unsure of its own right boxes, and what to do about it.
+    summary = json.loads((run / "cv_summary.json").read_text())
+    for name, info in (("fold 0", summary["folds"]["0"]), ("final", summary["final"])):
+        median = info["stages"]["detector"]["right_box_median_score"]
+        assert (f"warning: the {name} detector" in printed) == (median is not None and median < 0.5)
     out = tmp_path / "graded"
     assert grade_study([str(cohort / "dicom" / "PH0002"), "--models", str(run / "final" / "bundle"),
                         "-o", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["series"]["n_slices"] == len(pd.read_csv(out / "slices.csv"))
     assert (out / "report.html").is_file() and (out / "levels.csv").is_file()
+    assert report["canal_boxes"].endswith("a box needs a score of 0.50 on its own")
+    assert grade_study([str(cohort / "dicom" / "PH0002"), "--models", str(run / "final" / "bundle"),
+                        "-o", str(tmp_path / "strict"), "--json", "--box-threshold", "1"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    assert strict["canal_boxes"].endswith("a box needs a score of 1.00 on its own")
+    assert all(row["level"] == "no canal" for row in strict["slices"])  # no detector scores above 1
     (tmp_path / "empty").mkdir()
     assert grade_study([str(tmp_path / "empty"), "--models", str(run / "final" / "bundle"), "-o", str(tmp_path / "x")]) == 3
     manifest = json.loads((run / "final" / "bundle" / "manifest.json").read_text())

@@ -195,6 +195,12 @@ def test_missing_bundle_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert "\n" not in err and "grade-demo" in err
 
 
+def test_box_threshold_outside_0_1_is_one_line_exit_2(tmp_path, capsys):
+    assert grade_study([str(tmp_path), "--box-threshold", "50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--box-threshold 50" in err
+
+
 def test_truncated_slice_is_skipped_at_decoding_when_not_verified(mixed_study):
     root, expected = mixed_study
     scan = scan_study(root, verify_pixels=False)

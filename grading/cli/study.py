@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slice-by-slice", action="store_true",
                    help="take each slice's best canal box on its own score and its rootlet/cord call on its own "
                         "(default: with the slices around it, grading/canal_track.py, and one conus)")
+    p.add_argument("--box-threshold", type=float, metavar="SCORE",
+                   help="score a canal box needs on its own, 0-1 (default 0.5; grade-train suggests one when its "
+                        "detector is unsure of its own right boxes)")
     speed = p.add_argument_group("speed (docs/PERFORMANCE.md)")
     speed.add_argument("--threads", type=int, help="torch threads (default: one per physical core)")
     speed.add_argument("--bf16", action="store_true",
@@ -78,6 +81,8 @@ def _print_scan(scan) -> None:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.box_threshold is not None and not 0.0 <= args.box_threshold <= 1.0:
+        raise CommandError(f"--box-threshold {args.box_threshold:g}: a detector score lies between 0 and 1", EXIT_USAGE)
     if args.dry_run:
         return _dry_run(args)
     bundle = find_model_bundle(args.models)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from grading.cli.common import EXIT_NO_SERIES, EXIT_OK, EXIT_USAGE, CommandError
 from grading.deidentify import study_pseudonym
 from grading.outputs import replace_folder, safe_name
-from grading.pipeline import LoadedSeries, grade_loaded, load_study
+from grading.pipeline import MIN_BOX_SCORE, LoadedSeries, grade_loaded, load_study
 from grading.reports.study_report import build_report, write_study_outputs
 from stages.bundle import BundleError, load_bundle
 from stages.inference import InferenceSettings, prepare_models
@@ -95,7 +95,8 @@ def grade_studies(args: argparse.Namespace, bundle: Path) -> int:
         if isinstance(loaded, str):
             print(f"grade-study: error: {loaded}", file=sys.stderr)
             continue
-        result = grade_loaded(loaded, models, configs, device, settings, track=not args.slice_by_slice)
+        result = grade_loaded(loaded, models, configs, device, settings, track=not args.slice_by_slice,
+                              min_box_score=MIN_BOX_SCORE if args.box_threshold is None else args.box_threshold)
         report = build_report(result, bundle, manifest.get("provenance", {}), deidentify=args.deidentify)
         out = output_folder(args, study, used, study_pseudonym(result.headers[0].study_uid))
         replace_folder(out, lambda folder: write_study_outputs(result, report, folder))

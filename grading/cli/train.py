@@ -19,6 +19,7 @@ from grading.labels import (
     read_label_table,
     write_label_table,
 )
+from grading.pipeline import MIN_BOX_SCORE
 from grading.splits import DEFAULT_NAME, ensure_splits
 from grading.training_data import load_column_data, load_training_data
 from stages.configs import STAGES
@@ -145,6 +146,10 @@ def _main(argv: list[str] | None, scan: StudyScan | None = None) -> int:
         for fold, info in summary["folds"].items():
             scores = ", ".join(f"{s} {m['best_val_score']:.3f}" for s, m in info["stages"].items())
             print(f"  fold {fold}: best validation {scores} ({info['seconds']:.0f} s)")
+        for model, info in [*((f"fold {k}", v) for k, v in summary["folds"].items()), ("final", summary.get("final"))]:
+            warning = unsure_detector_warning(model, (info or {}).get("stages", {}).get("detector", {}))
+            if warning:
+                print(warning)
     if any(out.glob("fold_*/predictions.csv")):
         oof = oof_table(merge_fold_predictions(out), labels, args.rater, name)
         write_label_table(oof, out / "oof_predictions.csv")
@@ -152,6 +157,18 @@ def _main(argv: list[str] | None, scan: StudyScan | None = None) -> int:
     if (out / "final" / "bundle" / "manifest.json").is_file():
         print(f"final model bundle: {out / 'final' / 'bundle'}")
     return 0
+
+
+def unsure_detector_warning(name: str, metrics: dict) -> str:
+    """A warning when a trained detector scores its own right validation boxes under
+    grade-study's threshold, which then finds no canal on most slices ('' otherwise)."""
+    median = metrics.get("right_box_median_score")
+    if median is None or median >= MIN_BOX_SCORE:
+        return ""
+    suggested = metrics["suggested_box_threshold"]
+    return (f"warning: the {name} detector scores its right validation boxes {median:.2f} (median), under "
+            f"grade-study's {MIN_BOX_SCORE:g}: it will report 'no canal' on most slices. Retrain it with another "
+            f"--seed, or grade with --box-threshold {suggested:g} (what its validation suggests)")
 
 
 def main(argv: list[str] | None = None, scan: StudyScan | None = None) -> int:
