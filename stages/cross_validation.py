@@ -22,7 +22,7 @@ from stages.folds import FoldPlan, plan_folds
 from stages.inference import predict_slices
 from stages.profiles import Profile
 from stages.records import SliceRecord
-from stages.stage_builders import SELECTED_BY, detector_confidence, stage_training
+from stages.stage_builders import SELECTED_BY, stage_training
 from stages.train_loop import fit, seed_everything
 from stages.vocabulary import CLASSIFIED, FROM_CLASSIFIER, FROM_LABELS, GRADES, LEVELS, NO_CANAL, NOT_CLASSIFIED
 
@@ -75,15 +75,18 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
         models[stage] = unit.model
         last = result.history[-1] if result.history else {}
         confidence = {}
-        if stage == "detector" and len(val_data):
-            confidence = detector_confidence(unit.model, val_data, request.profile.configs.detector)
+        if stage == "detector" and result.history:  # of the model kept: the best epoch's validation
+            best = result.history[result.best_epoch]
+            median = best.get("val_right_box_median_score", float("nan"))
+            confidence = {"right_box_median_score": None if np.isnan(median) else round(median, 4),
+                          "suggested_box_threshold": best.get("val_suggested_box_threshold")}
         metrics[stage] = {"best_val_score": result.best_score, "selected_by": SELECTED_BY[stage],
                           "best_epoch": result.best_epoch + 1,
                           "epochs": settings.epochs, "train_seconds": round(result.seconds, 1),
                           "images_per_s": round(result.images_per_s, 1), "workers": workers().world_size,
                           "n_train": len(train_data),
-                          "n_val": len(val_data), **{k: v for k, v in last.items() if k.startswith("val_")},
-                          **confidence}
+                          "n_val": len(val_data),
+                          **{k: v for k, v in last.items() if k.startswith("val_") and np.isfinite(v)}, **confidence}
     return models, metrics
 
 

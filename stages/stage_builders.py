@@ -40,21 +40,17 @@ def top_box_scores(model, data: DetectionData, config: DetectorConfig) -> tuple[
 
 
 def _evaluate_detector(config: DetectorConfig):
-    def evaluate(model, data: DetectionData) -> dict:
-        _, ious = top_box_scores(model, data, config)
-        mean_iou = float(ious.mean()) if len(ious) else 0.0
-        return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": mean_iou, "tiebreak": mean_iou}
-    return evaluate
-
-
-def detector_confidence(model, data: DetectionData, config: DetectorConfig) -> dict[str, float | None]:
-    """How sure the trained detector is of its right boxes on the validation slices (median
-    score of the top boxes with IoU >= 0.5) and the threshold they suggest
+    """Share of validation slices boxed right (IoU >= 0.5), and how sure the detector is of
+    those right boxes (median score; NaN without one) with the threshold they suggest
     (``stages.detector.operating_threshold``): what grade-train warns about."""
-    scores, ious = top_box_scores(model, data, config)
-    right = scores[ious >= 0.5]
-    return {"right_box_median_score": round(float(np.median(right)), 4) if len(right) else None,
-            "suggested_box_threshold": operating_threshold(scores, ious)}
+    def evaluate(model, data: DetectionData) -> dict:
+        scores, ious = top_box_scores(model, data, config)
+        mean_iou = float(ious.mean()) if len(ious) else 0.0
+        right = scores[ious >= 0.5]
+        return {"score": float((ious >= 0.5).mean()) if len(ious) else 0.0, "mean_iou": mean_iou, "tiebreak": mean_iou,
+                "right_box_median_score": float(np.median(right)) if len(right) else float("nan"),
+                "suggested_box_threshold": operating_threshold(scores, ious)}
+    return evaluate
 
 
 def _classifier_loss(binary: bool):
