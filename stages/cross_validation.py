@@ -73,20 +73,14 @@ def train_stages(train: list[SliceRecord], val: list[SliceRecord], request: CVRe
         result = fit(unit, train_data, val_data, settings, folder / stage, resume=request.resume,
                      progress=None if progress else False)
         models[stage] = unit.model
-        last = result.history[-1] if result.history else {}
-        confidence = {}
-        if stage == "detector" and result.history:  # of the model kept: the best epoch's validation
-            best = result.history[result.best_epoch]
-            median = best.get("val_right_box_median_score", float("nan"))
-            confidence = {"right_box_median_score": None if np.isnan(median) else round(median, 4),
-                          "suggested_box_threshold": best.get("val_suggested_box_threshold")}
+        kept = result.history[result.best_epoch] if result.history else {}  # the epoch the model is from
         metrics[stage] = {"best_val_score": result.best_score, "selected_by": SELECTED_BY[stage],
                           "best_epoch": result.best_epoch + 1,
                           "epochs": settings.epochs, "train_seconds": round(result.seconds, 1),
                           "images_per_s": round(result.images_per_s, 1), "workers": workers().world_size,
                           "n_train": len(train_data),
                           "n_val": len(val_data),
-                          **{k: v for k, v in last.items() if k.startswith("val_") and np.isfinite(v)}, **confidence}
+                          **{k: v for k, v in kept.items() if k.startswith("val_") and np.isfinite(v)}}
     return models, metrics
 
 

@@ -515,11 +515,12 @@ def test_operating_threshold_keeps_05_for_a_sure_detector_and_lowers_it_for_an_u
 def test_unsure_detector_warning_names_the_suggested_threshold():
     from grading.cli.train import unsure_detector_warning
 
-    unsure = {"right_box_median_score": 0.47, "suggested_box_threshold": 0.4}
+    unsure = {"val_right_box_median_score": 0.47, "val_suggested_box_threshold": 0.4}
     warning = unsure_detector_warning("final", unsure)
     assert "final detector" in warning and "0.47" in warning and "--box-threshold 0.4" in warning
-    assert unsure_detector_warning("final", {"right_box_median_score": 0.93, "suggested_box_threshold": 0.5}) == ""
-    assert unsure_detector_warning("final", {"right_box_median_score": None}) == ""  # no right box: nothing to say
+    sure = {"val_right_box_median_score": 0.93, "val_suggested_box_threshold": 0.5}
+    assert unsure_detector_warning("final", sure) == ""
+    assert unsure_detector_warning("final", {"val_suggested_box_threshold": 0.5}) == ""  # no right box: nothing to say
     assert unsure_detector_warning("final", {}) == ""  # a run without a detector
 
 

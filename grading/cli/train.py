@@ -162,10 +162,10 @@ def _main(argv: list[str] | None, scan: StudyScan | None = None) -> int:
 def unsure_detector_warning(name: str, metrics: dict) -> str:
     """A warning when a trained detector scores its own right validation boxes under
     grade-study's threshold, which then finds no canal on most slices ('' otherwise)."""
-    median = metrics.get("right_box_median_score")
+    median = metrics.get("val_right_box_median_score")  # absent: no right box, or no detector
     if median is None or median >= MIN_BOX_SCORE:
         return ""
-    suggested = metrics["suggested_box_threshold"]
+    suggested = metrics["val_suggested_box_threshold"]
     return (f"warning: the {name} detector scores its right validation boxes {median:.2f} (median), under "
             f"grade-study's {MIN_BOX_SCORE:g}: it will report 'no canal' on most slices. Retrain it with another "
             f"--seed, or grade with --box-threshold {suggested:g} (what its validation suggests)")
