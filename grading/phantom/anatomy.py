@@ -12,12 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from grading.phantom.body_volume import BodyVolume, build_body_volume
 from grading.phantom.centreline import Centreline, build_centreline
 from grading.phantom.patient import Patient
+from grading.phantom.resample import upsample_bilinear
 from grading.phantom.shapes import label_mask
 from grading.phantom.spine_volume import SpineVolume, build_spine_volume
 from grading.phantom.tissues import SAC_LABELS, Label
@@ -106,8 +105,7 @@ class Anatomy:
         across = abs(float(plane.normal @ self.line.at(crossing)[3])) > 0.5  # roughly perpendicular to the spine
         s, u, v = self.line.locate(points, guess=crossing if across else None, iterations=3 if across else 4)
         maps = [s, v, u] if spine_only else [s, v, u, *self.body.to_body(points)]
-        coarse = torch.from_numpy(np.stack(maps).astype(np.float32))[None]
-        return F.interpolate(coarse, size=(rows, cols), mode="bilinear", align_corners=True)[0].numpy()
+        return upsample_bilinear(np.stack(maps), (rows, cols))
 
     @staticmethod
     def _lookup(grid, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from grading.dicom.writer import MRSliceSpec, mr_dataset, stable_uid, write_dataset
@@ -198,6 +198,11 @@ def _summary(pid: str, patient: Patient, series: list[dict]) -> dict:
     }
 
 
+def _one_thread_each() -> None:
+    """A worker process's BLAS on one thread: the workers already fill the cores."""
+    threadpool_limits(1)
+
+
 def generate_cohort(out_dir: Path | str, config: CohortConfig = CohortConfig(), progress: bool = True) -> Path:
     """Write the cohort under ``out_dir``; returns the path of its label table."""
     out_dir = Path(out_dir)
@@ -206,7 +211,7 @@ def generate_cohort(out_dir: Path | str, config: CohortConfig = CohortConfig(), 
     bar = tqdm(total=config.patients, desc="phantom patients", unit="patient", disable=None if progress else True)
     results: list[tuple[list[dict], dict]] = []
     if config.workers > 1:
-        with ProcessPoolExecutor(config.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        with ProcessPoolExecutor(config.workers, initializer=_one_thread_each) as pool:
             for future in [pool.submit(generate_patient, out_dir, i, config.seed, config) for i in indices]:
                 results.append(future.result())
                 bar.update()

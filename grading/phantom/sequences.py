@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
-import torch
-import torch.nn.functional as F
 from scipy.ndimage import binary_dilation, gaussian_filter
 
+from grading.phantom.resample import upsample_bilinear
 from grading.phantom.tissues import N_LABELS, TISSUES, Label
 
 FAT_T1 = 290.0
@@ -151,11 +150,6 @@ def draw_scanner(rng: np.random.Generator) -> Scanner:
     )
 
 
-def _upsample(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(small, np.float32))[None, None]
-    return F.interpolate(tensor, size=shape, mode="bilinear", align_corners=True)[0, 0].numpy()
-
-
 def smooth_field(shape, sigma_px: float, rng: np.random.Generator, stretch: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """Zero-mean, unit-SD smooth noise (anisotropic with ``stretch``), made at a resolution of
     about a third of its correlation length and enlarged: cheap at any matrix size."""
@@ -164,7 +158,7 @@ def smooth_field(shape, sigma_px: float, rng: np.random.Generator, stretch: tupl
     small = gaussian_filter(rng.standard_normal(small_shape, np.float32),
                             (sigma_px * stretch[0] / step, sigma_px * stretch[1] / step))
     small = (small - small.mean()) / (small.std() + 1e-6)
-    return _upsample(small, shape)
+    return upsample_bilinear(small, shape)
 
 
 def muscle_septa(shape, spacing: float, rng: np.random.Generator, sagittal: bool) -> np.ndarray:
@@ -229,7 +223,7 @@ def coil_sensitivity(posterior_mm: np.ndarray, scanner: Scanner) -> np.ndarray:
     back = np.exp(-depth / scanner.coil_length_mm)
     front = scanner.anterior_coil * np.exp(-np.clip(350 - depth, 0, None) / scanner.coil_length_mm)
     sens = (back + front) * smooth
-    return _upsample(sens / np.percentile(sens, 95), posterior_mm.shape)
+    return upsample_bilinear(sens / np.percentile(sens, 95), posterior_mm.shape)
 
 
 _TEXTURE = np.array([TISSUES[Label(i)].texture for i in range(N_LABELS)], np.float32)

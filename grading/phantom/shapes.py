@@ -66,10 +66,13 @@ def ellipse(x, y, cx, cy, ax, ay, angle=0.0, power: float = 2.0) -> np.ndarray:
     """Inside the (super)ellipse centred (cx, cy) with half-axes ax, ay, rotated by ``angle``.
 
     Unrotated, the test is |x - cx| <= the half-width at y: computed on y's smaller broadcast
-    shape, so the full box sees one comparison instead of a sum and a comparison (2x faster)."""
+    shape, so the full box sees one comparison instead of a sum and a comparison (2x faster).
+    Parameters are taken as float32, as the grid's coordinates: a float64 one (a numpy scalar or
+    a per-section profile) would otherwise turn the whole box's arithmetic into float64."""
+    cx, cy, ax, ay = _f32(cx, cy, ax, ay)
     dx, dy = x - cx, y - cy
     if np.any(angle):
-        c, s = np.cos(angle), np.sin(angle)
+        c, s = _f32(np.cos(angle), np.sin(angle))
         dx, dy = c * dx + s * dy, -s * dx + c * dy
     elif power in (2.0, 4.0):
         y2 = (dy / ay) ** 2
@@ -87,12 +90,15 @@ def ellipse(x, y, cx, cy, ax, ay, angle=0.0, power: float = 2.0) -> np.ndarray:
 
 def capsule(x, y, p0: tuple, p1: tuple, radius) -> np.ndarray:
     """Within ``radius`` of the segment p0-p1 (2-D; end points may vary along the first axis)."""
-    x0, y0 = p0
-    x1, y1 = p1
+    x0, y0, x1, y1, radius = _f32(*p0, *p1, radius)
     dx, dy = x1 - x0, y1 - y0
     length2 = dx * dx + dy * dy + 1e-9
     t = np.clip(((x - x0) * dx + (y - y0) * dy) / length2, 0.0, 1.0)
     return (x - x0 - t * dx) ** 2 + (y - y0 - t * dy) ** 2 <= radius * radius
+
+
+def _f32(*values) -> list[np.ndarray]:
+    return [np.asarray(v, np.float32) for v in values]
 
 
 def capsule3(a, b, c, p0: tuple, p1: tuple, radius: float) -> np.ndarray:
