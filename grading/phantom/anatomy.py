@@ -88,6 +88,10 @@ class SliceTruth:
 class Anatomy:
     def __init__(self, patient: Patient, line: Centreline, spine: SpineVolume, body: BodyVolume):
         self.patient, self.line, self.spine, self.body = patient, line, spine, body
+        # Each volume with a one-voxel border of background: a lookup clips its indices into the
+        # border instead of testing every pixel against the grid's bounds.
+        self._bordered = {id(grid): np.pad(grid.labels, 1) for grid in (spine.grid, body.grid)}
+        self._centre: tuple[Plane | None, np.ndarray | None] = (None, None)
 
     def _coordinates(self, plane: Plane, offset: float, shift: tuple[float, float],
                      spine_only: bool = False) -> np.ndarray:
@@ -97,6 +101,8 @@ class Anatomy:
         Computed exactly on a uniform grid about every COARSE_STEP pixels and interpolated
         bilinearly between: within a plane all six are smooth functions of the pixel position.
         """
+        if offset == 0.0 and shift == (0.0, 0.0) and self._centre[0] is plane:  # the slab's, again
+            return self._centre[1][:3] if spine_only else self._centre[1]
         rows, cols = plane.shape
         rc = np.linspace(0, rows - 1, int(np.ceil((rows - 1) / COARSE_STEP)) + 1)
         cc = np.linspace(0, cols - 1, int(np.ceil((cols - 1) / COARSE_STEP)) + 1)
@@ -105,23 +111,26 @@ class Anatomy:
         across = abs(float(plane.normal @ self.line.at(crossing)[3])) > 0.5  # roughly perpendicular to the spine
         s, u, v = self.line.locate(points, guess=crossing if across else None, iterations=3 if across else 4)
         maps = [s, v, u] if spine_only else [s, v, u, *self.body.to_body(points)]
-        return upsample_bilinear(np.stack(maps), (rows, cols))
+        coords = upsample_bilinear(np.stack(maps), (rows, cols))
+        if offset == 0.0 and shift == (0.0, 0.0) and not spine_only:
+            self._centre = (plane, coords)  # column_targets reads the same plane next
+        return coords
 
-    @staticmethod
-    def _lookup(grid, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def _lookup(self, grid, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Nearest-voxel labels at coordinates (a, b, c); 0 outside the grid."""
-        shape = grid.labels.shape
-        flat = np.zeros(a.shape, np.int32)
-        inside = np.ones(a.shape, bool)
-        for coords, axis, n in ((a, grid.a, shape[0]), (b, grid.b, shape[1]), (c, grid.c, shape[2])):
-            position = (coords - axis[0]) * (1.0 / (axis[1] - axis[0])) + 0.5
-            inside &= (position >= 0) & (position < n)
-            k = position.astype(np.int32)  # nearest voxel (truncation of a non-negative value)
-            flat *= n
-            flat += k
-        out = np.take(grid.labels, flat, mode="clip")
-        out[~inside] = 0
-        return out
+        bordered = self._bordered[id(grid)]
+        flat = None
+        for coords, axis, n in ((a, grid.a, bordered.shape[0]), (b, grid.b, bordered.shape[1]),
+                                (c, grid.c, bordered.shape[2])):
+            # + 0.5 rounds to the nearest voxel centre, + 1 steps over the border.
+            position = (coords - axis[0]) * np.float32(1.0 / (axis[1] - axis[0])) + np.float32(1.5)
+            k = np.clip(position, 0, n - 1, out=position).astype(np.int32)  # truncation: nearest voxel
+            if flat is None:
+                flat = k
+            else:
+                flat *= n
+                flat += k
+        return np.take(bordered, flat)
 
     def labels(self, plane: Plane, offset: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """The label map of ``plane`` (uint8, rows x columns), ``offset`` mm along its normal and
