@@ -17,15 +17,20 @@ def _weights(n_in: int, n_out: int) -> np.ndarray:
     weights = np.zeros((n_out, n_in), np.float32)
     if n_in == 1 or n_out == 1:
         weights[:, 0] = 1.0
-        return weights
+    else:
+        _fill(weights)
+    weights.setflags(write=False)  # shared by every caller through the cache
+    return weights
+
+
+def _fill(weights: np.ndarray) -> None:
+    n_out, n_in = weights.shape
     source = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1))
     lo = np.minimum(np.floor(source).astype(np.intp), n_in - 2)
     frac = (source - lo).astype(np.float32)
     rows = np.arange(n_out)
     weights[rows, lo] = 1.0 - frac
     weights[rows, lo + 1] += frac
-    weights.setflags(write=False)
-    return weights
 
 
 def upsample_bilinear(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
