@@ -15,6 +15,7 @@ CPU profiles halve the cost of the pyramid and box head with 128 and 256.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,11 @@ class DetectorConfig:
     box_score_thresh: float = 0.05
     pretrained_backbone: bool = False  # frozen BatchNorm and 3 trainable layers, as torchvision does
     trainable_backbone_layers: int = 5
+    #: Normalisation of a backbone trained from scratch: "batch" (torchvision's) or "group" (32
+    #: groups, as He et al. 2019 train detectors from scratch): it keeps no running statistics of
+    #: training batches, which mix scanner-like slices with random-contrast renders and so fit
+    #: neither kind of slice in use. Ignored with ImageNet weights (frozen BatchNorm).
+    backbone_norm: str = "batch"
 
     def torchvision_defaults(self) -> "DetectorConfig":
         """torchvision's own detection settings (for side-by-side speed comparisons)."""
@@ -61,7 +67,8 @@ class DetectorConfig:
                               rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
                               rpn_batch_size_per_image=256, box_batch_size_per_image=512,
                               box_detections_per_img=100, pretrained_backbone=self.pretrained_backbone,
-                              trainable_backbone_layers=self.trainable_backbone_layers)
+                              trainable_backbone_layers=self.trainable_backbone_layers,
+                              backbone_norm=self.backbone_norm)
 
 
 class FixedScaleTransform(GeneralizedRCNNTransform):
@@ -96,9 +103,19 @@ def _fpn_backbone(body: torch.nn.Module, trainable_layers: int, out_channels: in
     return BackboneWithFPN(body, return_layers, in_channels, out_channels, extra_blocks=LastLevelMaxPool())
 
 
+def _norm_layer(config: DetectorConfig, pretrained: bool):
+    if pretrained:
+        return misc_nn_ops.FrozenBatchNorm2d  # ImageNet statistics, as torchvision does
+    if config.backbone_norm == "batch":
+        return torch.nn.BatchNorm2d
+    if config.backbone_norm == "group":
+        return partial(torch.nn.GroupNorm, 32)
+    raise ValueError(f"unknown detector backbone_norm {config.backbone_norm!r} (batch or group)")
+
+
 def build_detector(config: DetectorConfig, backbone_weights: Path | str | None = None) -> FasterRCNN:
     pretrained = config.pretrained_backbone or backbone_weights is not None
-    norm_layer = misc_nn_ops.FrozenBatchNorm2d if pretrained else torch.nn.BatchNorm2d
+    norm_layer = _norm_layer(config, pretrained)
     body = resnet50(weights=None, norm_layer=norm_layer)
     if backbone_weights is not None:
         state = {k: v for k, v in load_backbone_weights(backbone_weights).items() if not k.startswith("fc.")}

@@ -5,7 +5,9 @@ Each returns logits (N, 1, H, W); the dual-output net returns (main, auxiliary) 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -18,26 +20,40 @@ class SegmenterConfig:
     base_width: int = 16
     depth: int = 4  # number of down-sampling steps
     out_channels: int = 1  # 1: the dural sac (sigmoid); more: classes (softmax), as the level locator
+    #: "batch", or "group": GroupNorm in groups of four channels, which keeps no running statistics
+    #: of training batches (half of them random-contrast renders) to misfit the images in use.
+    norm: str = "batch"
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm with four channels per group where the width allows."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(channels, max(1, channels // 4)), channels)
+    raise ValueError(f"unknown norm {kind!r} (batch or group)")
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3, norm: str = "batch") -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), norm_layer(norm, cout),
+                         nn.ReLU(inplace=True))
 
 
 class DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int):
-        super().__init__(_conv_bn(cin, cout), _conv_bn(cout, cout))
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
+        super().__init__(_conv_bn(cin, cout, norm=norm), _conv_bn(cout, cout, norm=norm))
 
 
 class MultiResBlock(nn.Module):
     """MultiResUNet block: a chain of 3x3 convs approximating 3x3, 5x5 and 7x7, plus a 1x1 shortcut."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__()
         c1, c2 = cout // 6, cout // 3
         c3 = cout - c1 - c2
-        self.a, self.b, self.c = _conv_bn(cin, c1), _conv_bn(c1, c2), _conv_bn(c2, c3)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        conv = partial(_conv_bn, norm=norm)
+        self.a, self.b, self.c = conv(cin, c1), conv(c1, c2), conv(c2, c3)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), norm_layer(norm, cout))
 
     def forward(self, x):
         a = self.a(x)
@@ -49,9 +65,9 @@ class MultiResBlock(nn.Module):
 class ResPath(nn.Module):
     """MultiResUNet skip path: residual convs that narrow the encoder-decoder semantic gap."""
 
-    def __init__(self, channels: int, length: int):
+    def __init__(self, channels: int, length: int, norm: str = "batch"):
         super().__init__()
-        self.convs = nn.ModuleList(_conv_bn(channels, channels) for _ in range(length))
+        self.convs = nn.ModuleList(_conv_bn(channels, channels, norm=norm) for _ in range(length))
         self.shortcuts = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(length))
 
     def forward(self, x):
@@ -63,14 +79,14 @@ class ResPath(nn.Module):
 class InceptionBlock(nn.Module):
     """Parallel 1x1, 3x3 and dilated 3x3 branches (a 5x5 field), concatenated."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__()
         c = cout // 3
-        self.b1 = _conv_bn(cin, c, 1)
-        self.b3 = _conv_bn(cin, c, 3)
+        self.b1 = _conv_bn(cin, c, 1, norm)
+        self.b3 = _conv_bn(cin, c, 3, norm)
         self.b5 = nn.Sequential(nn.Conv2d(cin, cout - 2 * c, 3, padding=2, dilation=2, bias=False),
-                                nn.BatchNorm2d(cout - 2 * c), nn.ReLU(inplace=True))
-        self.merge = _conv_bn(cout, cout)
+                                norm_layer(norm, cout - 2 * c), nn.ReLU(inplace=True))
+        self.merge = _conv_bn(cout, cout, norm=norm)
 
     def forward(self, x):
         return self.merge(torch.cat([self.b1(x), self.b3(x), self.b5(x)], 1))
@@ -102,7 +118,7 @@ class Segmenter(nn.Module):
         if config.architecture not in _BLOCKS:
             raise ValueError(f"unknown segmenter {config.architecture!r}; choose from {', '.join(ARCHITECTURES)}")
         self.config = config
-        block = _BLOCKS[config.architecture]
+        block = partial(_BLOCKS[config.architecture], norm=config.norm)
         widths = [config.base_width * 2**i for i in range(config.depth + 1)]
         self.down = nn.ModuleList()
         cin = 1
@@ -116,7 +132,8 @@ class Segmenter(nn.Module):
             self.gates = nn.ModuleList(AttentionGate(widths[i], widths[i], max(widths[i] // 2, 4))
                                        for i in reversed(range(config.depth)))
         if config.architecture == "multires_unet":
-            self.paths = nn.ModuleList(ResPath(widths[i], config.depth - i) for i in reversed(range(config.depth)))
+            self.paths = nn.ModuleList(ResPath(widths[i], config.depth - i, config.norm)
+                                       for i in reversed(range(config.depth)))
         self.head = nn.Conv2d(widths[0], config.out_channels, 1)
         if config.architecture == "inception_unet":
             self.aux_head = nn.Conv2d(widths[-1], config.out_channels, 1)

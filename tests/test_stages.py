@@ -102,6 +102,23 @@ def test_segmenters_shapes_and_auxiliary_output(architecture):
     assert model(x).shape == (2, 1, 36, 36)  # one output at inference, whatever the architecture
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_group_norm_segmenters_keep_no_batch_statistics(architecture):
+    """With GroupNorm every normalisation reads one image: training and use give the same logits,
+    and an image's logits do not depend on what else is in its batch."""
+    torch.manual_seed(0)
+    model = Segmenter(SegmenterConfig(architecture, base_width=6, depth=2, norm="group"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    x = torch.rand(3, 1, 36, 36)
+    with torch.no_grad():
+        training = model.train()(x)
+        training = training[0] if isinstance(training, tuple) else training
+        use, alone = model.eval()(x), model(x[:1])
+    assert torch.allclose(training, use, atol=1e-5) and torch.allclose(use[:1], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        Segmenter(SegmenterConfig(architecture, base_width=6, depth=2, norm="layer"))
+
+
 def test_unknown_segmenter_named():
     with pytest.raises(ValueError, match="unknown segmenter 'vnet'"):
         Segmenter(SegmenterConfig("vnet"))
@@ -536,6 +553,32 @@ def test_a_stage_trains_the_same_whichever_stages_trained_before_it(tmp_path):
                             progress=False)
     for k, v in alone["level"].state_dict().items():
         assert torch.equal(v, after["level"].state_dict()[k]), k
+
+
+def test_group_norm_backbone_normalises_alike_in_training_and_use_and_its_bundle_says_so(tmp_path):
+    """A from-scratch backbone with GroupNorm keeps no running statistics: its features on a slice
+    are the same in training and in use (BatchNorm's are not), and its bundle records the norm, so
+    the same weights read as a BatchNorm detector are refused."""
+    profile = smoke()
+    configs = replace(profile.configs, detector=replace(profile.configs.detector, backbone_norm="group"))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    features = {}
+    for norm, cfg in (("group", configs), ("batch", profile.configs)):
+        body = build_model("detector", cfg).backbone.body
+        torch.manual_seed(0)
+        with torch.no_grad():
+            training, use = body.train()(x)["3"], body.eval()(x)["3"]
+        features[norm] = torch.allclose(training, use, atol=1e-5)
+    assert features == {"group": True, "batch": False}
+    save_bundle(tmp_path, {"detector": build_model("detector", configs)}, configs, {})
+    assert load_bundle(tmp_path)[1].detector.backbone_norm == "group"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["configs"]["detector"]["backbone_norm"] = "batch"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="weights do not fit"):
+        load_bundle(tmp_path)
+    with pytest.raises(ValueError, match="backbone_norm 'layer'"):
+        build_model("detector", replace(configs, detector=replace(configs.detector, backbone_norm="layer")))
 
 
 def test_detector_crops_far_from_the_box_carry_no_box():
