@@ -64,13 +64,23 @@ def coarser(records: list[SliceRecord], acquired_mm: float) -> list[SliceRecord]
             for r in records]
 
 
+def box_shares(true_boxes, predicted_boxes) -> dict[str, float]:
+    """Of the slices with a true canal box: the share boxed right (IoU >= 0.5), the share boxed
+    wrong (a box kept at grade-study's threshold, IoU < 0.5: it would be graded) and the share
+    with no box; and the mean IoU (0 where there is no box)."""
+    ious = np.array([box_iou(p, t) if p else 0.0 for t, p in zip(true_boxes, predicted_boxes)])
+    boxed = np.array([p is not None for p in predicted_boxes])
+    return {"box_iou50": float(np.mean(ious >= 0.5)), "box_wrong": float(np.mean(boxed & (ious < 0.5))),
+            "box_missed": float(np.mean(~boxed)), "box_iou_mean": float(np.mean(ious))}
+
+
 def evaluate(records, models, configs) -> dict:
     preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records],
                            boxes=[r.box for r in records])
     # Canal boxes on usable slices (what gets graded) and, apart, on 'other' (metal artefact) slices.
-    ious = [box_iou(p.box, r.box) if p.box else 0.0 for r, p in zip(records, preds) if r.box and r.level != "other"]
+    usable = [(r.box, p.box) for r, p in zip(records, preds) if r.box and r.level != "other"]
     other_ious = [box_iou(p.box, r.box) if p.box else 0.0 for r, p in zip(records, preds) if r.box and r.level == "other"]
-    level = [(r.level, p.level) for r, p in zip(records, preds) if r.level in ("rootlet", "cord")]
+    level = [(r.level, p.level) for r, p in zip(records, preds) if r.level in ("rootlet", "cord") and "level" in models]
     graded = [(r.grade, p.grade) for r, p in zip(records, preds) if r.level == "rootlet" and p.grade]
     dice, areas = [], []
     for r, p in zip(records, preds):
@@ -79,8 +89,8 @@ def evaluate(records, models, configs) -> dict:
         dice.append(2 * (r.mask & p.sac_mask).sum() / max(r.mask.sum() + p.sac_mask.sum(), 1))
         areas.append((r.dsca_mm2, p.dsca_mm2))
     out = {"n_slices": len(records)}
-    if ious:
-        out.update(box_iou50=float(np.mean(np.array(ious) >= 0.5)), box_iou_mean=float(np.mean(ious)))
+    if usable:
+        out.update(box_shares(*zip(*usable)))
     if other_ious:
         out.update(box_iou50_other=float(np.mean(np.array(other_ious) >= 0.5)), n_other=len(other_ious))
     if level:
@@ -122,6 +132,9 @@ def print_table(by_fold: dict[int, dict[str, dict]], folds: tuple[int, ...], arg
         ok = all(v is not None and (v <= target if key.endswith("mm2") else v >= target) for v in row)
         cells = " ".join(f"{v:>16.4f}" if v is not None else f"{'-':>16s}" for v in row)
         print(f"{key:18s} {cells} {target:8.2f}  {'ok' if ok else 'MISSED'}")
+    wrong = [np.mean([results[c][f].get("box_wrong", np.nan) for f in folds]) for c in CONDITIONS]
+    if not np.isnan(wrong).all():  # a wrong box is graded: worse than none
+        print(f"{'box_wrong':18s} " + " ".join(f"{v:>16.4f}" for v in wrong) + "   (lower is better; not a target)")
     others = [results["preset"][f].get("box_iou50_other") for f in folds if "box_iou50_other" in results["preset"][f]]
     if others:
         print(f"{'box_iou50 (other)':18s} {np.mean(others):16.4f}   (metal-artefact slices: not graded, not a target)")

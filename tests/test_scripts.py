@@ -104,3 +104,13 @@ def test_the_disc_close_up_shows_the_same_millimetres_whatever_the_pixel(pixel_m
     rows, cols = np.nonzero(shown > 0.5)
     assert abs(cols.max() - cols.min() + 1 - 20) <= 2 and abs(rows.max() - rows.min() + 1 - 20) <= 2
     assert abs(cols.mean() - side / 2) <= 2 and abs(rows.mean() - side / 2) <= 2
+
+
+def test_box_shares_tell_a_wrong_box_from_a_missing_one(bench):
+    """A kept box that misses the canal is counted apart from no box at all: it would be graded."""
+    truth = [(10, 10, 30, 30)] * 4
+    predicted = [(11, 11, 31, 31), (60, 60, 80, 80), None, (10, 10, 30, 30)]
+    shares = bench.box_shares(truth, predicted)
+    assert shares["box_iou50"] == pytest.approx(0.5)
+    assert shares["box_wrong"] == pytest.approx(0.25) and shares["box_missed"] == pytest.approx(0.25)
+    assert shares["box_iou50"] + shares["box_wrong"] + shares["box_missed"] == pytest.approx(1.0)
