@@ -1,11 +1,14 @@
 """Synthetic slices beside real ones, at the same physical field of view and display window.
 
     uv run python scripts/montage_synthetic_real.py -o docs/synthetic_vs_real.png
+    uv run python scripts/montage_synthetic_real.py --pelvis -o docs/real/pelvis_level_gap.png
 
 Pairs each real contrast in ../shared/realdata (T2 TSE at a disc, Dixon water and fat, T2-SPIR,
 sagittal T2) with a phantom slice rendered by the matching preset, and adds the phantom's T2 TSE
-at a vertebral body, at the conus, at a Schizas D level, and its T1. Real images are only looked
-at. Without the real data, the synthetic panels are drawn alone.
+at a vertebral body, at the conus, at a Schizas D level, and its T1. ``--pelvis`` draws instead the
+phantom's Dixon water from L4/L5 to the sacrum above the lowest slices of a volunteer's (where the
+iliac wings come into view and detectors have boxed wrong). Real images are only looked at.
+Without the real data, the synthetic panels are drawn alone.
 """
 from __future__ import annotations
 
@@ -93,15 +96,45 @@ def synthetic_panels(seed: int = 5) -> dict[str, tuple[np.ndarray, float]]:
         "t2_spir": (anatomy, _axial(anatomy, (body.start + body.end) / 2, 420, 256, 90), "t2_spir"),
         "sagittal": (anatomy, _sagittal(anatomy), "t2_tse"),
     }
-    out = {}
-    for key, (anat, plane, preset) in planes.items():
-        sagittal = key == "sagittal"
-        seq = draw_sequence(preset, rng, "SAG" if sagittal else "AX")
-        renderer = SeriesRenderer(seq, tissues, draw_scanner(rng), plane.shape, plane.spacing[0], rng,
-                                  muscle_fat=anat.patient.habitus.muscle_fat, sagittal=sagittal)
-        maps, depth = anat.slab(plane, 2, rng)
-        out[key] = (renderer(maps, depth, rng).astype(np.float32), plane.spacing[0])
-    return out
+    return {key: (_render(anat, plane, preset, tissues, rng, sagittal=key == "sagittal"), plane.spacing[0])
+            for key, (anat, plane, preset) in planes.items()}
+
+
+def _render(anatomy: Anatomy, plane: Plane, preset: str, tissues, rng: np.random.Generator,
+            sagittal: bool = False) -> np.ndarray:
+    seq = draw_sequence(preset, rng, "SAG" if sagittal else "AX")
+    renderer = SeriesRenderer(seq, tissues, draw_scanner(rng), plane.shape, plane.spacing[0], rng,
+                              muscle_fat=anatomy.patient.habitus.muscle_fat, sagittal=sagittal)
+    maps, depth = anatomy.slab(plane, 2, rng)
+    return renderer(maps, depth, rng).astype(np.float32)
+
+
+def pelvis_montage(realdata: Path, seed: int, output: Path) -> None:
+    """Phantom Dixon water at L4/L5, mid L5, L5/S1 and S1 + 12 mm (the lowest its series reach)
+    above TUM02's slices #9, #5, #3 and #1 (the lowest of its L2-L5 stack)."""
+    rng = np.random.default_rng(seed)
+    patient = make_patient(np.random.default_rng(seed))
+    anatomy = build_anatomy(patient)
+    tissues = draw_tissues(rng, patient.habitus.muscle_fat)
+    l5 = [v for v in patient.vertebrae if v.region == "L"][-1]
+    l45 = next(d for d in patient.discs if d.name.startswith("L4"))
+    l5s1 = next(d for d in patient.discs if d.name.endswith("/S1"))
+    levels = [((l45.start + l45.end) / 2, "L4/L5 disc"), ((l5.start + l5.end) / 2, "mid L5 body"),
+              ((l5s1.start + l5s1.end) / 2, "L5/S1 disc"), (patient.sacrum.start + 12, "S1 + 12 mm (the lowest it draws)")]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 9), constrained_layout=True)
+    for ax, (s, title) in zip(axes[0], levels):
+        plane = _axial(anatomy, s, 400, 400, 70)
+        _show(ax, _render(anatomy, plane, "dixon_water", tissues, rng), plane.spacing[0], 360, f"phantom: {title}")
+    volunteer = realdata / "TUM02_water_img_img_L2-L5.nii.gz"
+    for ax, k in zip(axes[1], (8, 4, 2, 0)):
+        if volunteer.is_file():
+            _show(ax, *_nifti_slice(volunteer, k), 360, f"real TUM02 Dixon water #{k + 1}")
+        else:
+            ax.axis("off")
+    fig.suptitle("Dixon water where the iliac wings come into view: phantom, L4/L5 to S1 (top); volunteer TUM02, "
+                 "lowest slices of L2-L5 (bottom); 360 mm field of view", fontsize=12)
+    fig.savefig(output, dpi=80)
+    print(f"-> {output}")
 
 
 def _show(ax, image: np.ndarray, mm: float, fov: float, title: str) -> None:
@@ -121,8 +154,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--realdata", type=Path, default=REALDATA)
     p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--pelvis", action="store_true", help="the phantom's pelvis levels beside a volunteer's")
     p.add_argument("-o", "--output", type=Path, default=Path("docs/synthetic_vs_real.png"))
     args = p.parse_args()
+    if args.pelvis:
+        pelvis_montage(args.realdata, args.seed, args.output)
+        return
     real = real_panels(args.realdata) if args.realdata.is_dir() else {}
     synthetic = synthetic_panels(args.seed)
     pairs = [("t2_tse_disc", "T2 TSE, disc", 200), ("dixon_water", "Dixon water", 380), ("dixon_fat", "Dixon fat", 380),
