@@ -120,7 +120,8 @@ def pelvis_montage(realdata: Path, seed: int, output: Path) -> None:
     l45 = next(d for d in patient.discs if d.name.startswith("L4"))
     l5s1 = next(d for d in patient.discs if d.name.endswith("/S1"))
     levels = [((l45.start + l45.end) / 2, "L4/L5 disc"), ((l5.start + l5.end) / 2, "mid L5 body"),
-              ((l5s1.start + l5s1.end) / 2, "L5/S1 disc"), (patient.sacrum.start + 12, "S1 + 12 mm (the lowest it draws)")]
+              ((l5s1.start + l5s1.end) / 2, "L5/S1 disc"),
+              (patient.sacrum.start + 12, "S1 + 12 mm (the lowest it draws)")]
     fig, axes = plt.subplots(2, 4, figsize=(16, 9), constrained_layout=True)
     for ax, (s, title) in zip(axes[0], levels):
         plane = _axial(anatomy, s, 400, 400, 70)
