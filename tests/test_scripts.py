@@ -114,3 +114,14 @@ def test_box_shares_tell_a_wrong_box_from_a_missing_one(bench):
     assert shares["box_iou50"] == pytest.approx(0.5)
     assert shares["box_wrong"] == pytest.approx(0.25) and shares["box_missed"] == pytest.approx(0.25)
     assert shares["box_iou50"] + shares["box_wrong"] + shares["box_missed"] == pytest.approx(1.0)
+
+
+def test_the_pelvis_montage_draws_the_phantom_alone_without_real_data(tmp_path):
+    montage = _script("montage_synthetic_real")
+    out = tmp_path / "pelvis.png"
+    montage.pelvis_montage(tmp_path / "absent", seed=5, output=out)
+    from PIL import Image
+
+    image = np.asarray(Image.open(out).convert("L"))
+    top, bottom = image[: image.shape[0] // 2], image[image.shape[0] // 2:]
+    assert top.std() > 20 and bottom.std() < top.std() / 4  # phantom panels drawn, the real row left blank
