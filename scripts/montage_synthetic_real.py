@@ -135,6 +135,7 @@ def pelvis_montage(realdata: Path, seed: int, output: Path) -> None:
     fig.suptitle("Dixon water where the iliac wings come into view: phantom, L4/L5 to S1 (top); volunteer TUM02, "
                  "lowest slices of L2-L5 (bottom); 360 mm field of view", fontsize=12)
     fig.savefig(output, dpi=80)
+    plt.close(fig)
     print(f"-> {output}")
 
 
