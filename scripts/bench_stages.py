@@ -121,7 +121,7 @@ def print_table(by_fold: dict[int, dict[str, dict]], folds: tuple[int, ...], arg
     results = {c: {f: by_fold[f][c] for f in folds} for c in CONDITIONS}
     heads = (args.preset + " preset", "random contrast", f"coarse {args.coarse_mm:g} mm")
     print(f"{'metric':18s} " + " ".join(f"{h:>16s}" for h in heads) + f" {'target':>8s}")
-    for key, target in TARGETS.items():
+    for key, target in (*TARGETS.items(), ("box_wrong", None)):  # a wrong box is graded: worse than none
         row = []
         for condition in CONDITIONS:
             values = [results[condition][f].get(key) for f in folds]
@@ -129,12 +129,12 @@ def print_table(by_fold: dict[int, dict[str, dict]], folds: tuple[int, ...], arg
             row.append(None if any(v is None for v in values) else float(np.average(values, weights=weights)))
         if row[0] is None:
             continue
-        ok = all(v is not None and (v <= target if key.endswith("mm2") else v >= target) for v in row)
         cells = " ".join(f"{v:>16.4f}" if v is not None else f"{'-':>16s}" for v in row)
+        if target is None:
+            print(f"{key:18s} {cells}   (lower is better; not a target)")
+            continue
+        ok = all(v is not None and (v <= target if key.endswith("mm2") else v >= target) for v in row)
         print(f"{key:18s} {cells} {target:8.2f}  {'ok' if ok else 'MISSED'}")
-    wrong = [np.mean([results[c][f].get("box_wrong", np.nan) for f in folds]) for c in CONDITIONS]
-    if not np.isnan(wrong).all():  # a wrong box is graded: worse than none
-        print(f"{'box_wrong':18s} " + " ".join(f"{v:>16.4f}" for v in wrong) + "   (lower is better; not a target)")
     others = [results["preset"][f].get("box_iou50_other") for f in folds if "box_iou50_other" in results["preset"][f]]
     if others:
         print(f"{'box_iou50 (other)':18s} {np.mean(others):16.4f}   (metal-artefact slices: not graded, not a target)")

@@ -34,14 +34,14 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r} (batch or group)")
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3, norm: str = "batch") -> nn.Sequential:
+def _conv_norm(cin: int, cout: int, k: int = 3, norm: str = "batch") -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), norm_layer(norm, cout),
                          nn.ReLU(inplace=True))
 
 
 class DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int, norm: str = "batch"):
-        super().__init__(_conv_bn(cin, cout, norm=norm), _conv_bn(cout, cout, norm=norm))
+        super().__init__(_conv_norm(cin, cout, norm=norm), _conv_norm(cout, cout, norm=norm))
 
 
 class MultiResBlock(nn.Module):
@@ -51,7 +51,7 @@ class MultiResBlock(nn.Module):
         super().__init__()
         c1, c2 = cout // 6, cout // 3
         c3 = cout - c1 - c2
-        conv = partial(_conv_bn, norm=norm)
+        conv = partial(_conv_norm, norm=norm)
         self.a, self.b, self.c = conv(cin, c1), conv(c1, c2), conv(c2, c3)
         self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), norm_layer(norm, cout))
 
@@ -67,7 +67,7 @@ class ResPath(nn.Module):
 
     def __init__(self, channels: int, length: int, norm: str = "batch"):
         super().__init__()
-        self.convs = nn.ModuleList(_conv_bn(channels, channels, norm=norm) for _ in range(length))
+        self.convs = nn.ModuleList(_conv_norm(channels, channels, norm=norm) for _ in range(length))
         self.shortcuts = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(length))
 
     def forward(self, x):
@@ -82,11 +82,11 @@ class InceptionBlock(nn.Module):
     def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__()
         c = cout // 3
-        self.b1 = _conv_bn(cin, c, 1, norm)
-        self.b3 = _conv_bn(cin, c, 3, norm)
+        self.b1 = _conv_norm(cin, c, 1, norm)
+        self.b3 = _conv_norm(cin, c, 3, norm)
         self.b5 = nn.Sequential(nn.Conv2d(cin, cout - 2 * c, 3, padding=2, dilation=2, bias=False),
                                 norm_layer(norm, cout - 2 * c), nn.ReLU(inplace=True))
-        self.merge = _conv_bn(cout, cout, norm=norm)
+        self.merge = _conv_norm(cout, cout, norm=norm)
 
     def forward(self, x):
         return self.merge(torch.cat([self.b1(x), self.b3(x), self.b5(x)], 1))
