@@ -357,3 +357,38 @@ def test_grade_phantom_starts_without_torch():
     code = "import sys, grading.cli.phantom; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _axial_labels(anatomy, s: float, size: int = 400, spacing: float = 1.0) -> np.ndarray:
+    """Labels of an axial slice through the canal at ``s``: rows run backwards, columns to the
+    patient's left, the canal at the centre."""
+    from grading.phantom.protocol import _axial_axes, _plane
+
+    c, _, _, w = anatomy.line.at(s)
+    row, col = _axial_axes(w)
+    return anatomy.labels(_plane(c, row, col, (size, size), spacing, 4.0))
+
+
+def test_iliac_wings_start_at_the_lowest_lumbar_levels_between_iliacus_and_gluteals(anatomies):
+    """The wings come into view from Tuffier's line down (never at L3), one each side, with the
+    iliacus on the inner face (in front and medial) and the gluteals on the outer one."""
+    for anatomy in anatomies:
+        p = anatomy.patient
+        lumbar = [v for v in p.vertebrae if v.region == "L"]
+        assert not (_axial_labels(anatomy, (lumbar[2].start + lumbar[2].end) / 2) == Label.ILIUM).any()
+        labels = _axial_labels(anatomy, next(d for d in p.discs if d.name.endswith("/S1")).start)
+        r, c = np.mgrid[:400, :400]
+        for side in (c < 200 - 75, c > 200 + 75):  # lateral to the psoas
+            def outwards(label):  # mean of lateral plus posterior distance (mm) over the label
+                where = side & (labels == label)
+                assert where.sum() > 50, (label, p.seed)
+                return float((np.abs(c - 200) + (r - 200))[where].mean())
+
+            assert outwards(Label.PSOAS) < outwards(Label.ILIUM) < outwards(Label.GLUTEAL)
+
+
+def test_lung_bases_lie_beside_the_lowest_thoracic_vertebrae_only(anatomies):
+    for anatomy in anatomies:
+        v = {x.name: x for x in anatomy.patient.vertebrae}
+        assert (_axial_labels(anatomy, v["T11"].start + 5) == Label.LUNG).sum() > 500
+        assert not (_axial_labels(anatomy, (v["L2"].start + v["L2"].end) / 2) == Label.LUNG).any()

@@ -45,7 +45,7 @@ def _stamp_matches(folder: Path, wanted: dict) -> bool:
 
 
 #: Bumped whenever the phantom changes, so a cached cohort from an older generator is remade.
-PHANTOM_VERSION = 4
+PHANTOM_VERSION = 5
 
 
 def ensure_cohort(folder: Path, config: CohortConfig) -> tuple[Path, Path]:

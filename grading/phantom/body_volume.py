@@ -15,7 +15,7 @@ import numpy as np
 
 from grading.phantom.centreline import Centreline
 from grading.phantom.patient import Patient
-from grading.phantom.shapes import Box, Grid, capsule, ellipse
+from grading.phantom.shapes import Box, Grid, curve_distance, ellipse, ramp
 from grading.phantom.tissues import Label
 
 #: Bowel loops per 100 mm of abdomen, for a patient with no visceral fat.
@@ -252,6 +252,25 @@ class _BodyPainter:
 
         self.tube(0, bottom_spleen, spleen, Label.SPLEEN, only=(Label.VISCERAL_FAT,), angle=0.7)
 
+    def lung_bases(self) -> None:
+        """The lungs' posterior recesses reach down beside T11-T12 (to L1 in deep inspiration),
+        behind the liver and spleen and parted from them by the diaphragm: an abdominal field of
+        view's upper slices cut them as dark crescents, which a canal detector must not box."""
+        hab = self.p.habitus
+        base = self.rng.uniform(self.p.vertebra("T12").start, self.l1.start + 12)
+        room = hab.half_width - hab.side_fat - 14
+        for sign in (-1, 1):
+            def lung(s, sign=sign, grow=0.0):
+                k = np.sqrt(np.clip((base - s) / 80, 0, 1))  # the dome: the recess widens upwards
+                return (sign * room * (0.62 - 0.12 * k), 18 - 45 * k, room * 0.4 * k + 6 * k + grow,
+                        (22 + 40 * k) * k + grow)
+
+            only = (Label.VISCERAL_FAT, Label.LIVER, Label.SPLEEN, Label.BOWEL_WALL, Label.BOWEL_FLUID,
+                    Label.BOWEL_SOLID, Label.BOWEL_GAS, Label.QUADRATUS_LUMBORUM, Label.INTERMUSCULAR_FAT)
+            self.tube(0, base, lambda s, sg=sign: lung(s, sg, 4.0), Label.ABDOMINAL_WALL, only=only,
+                      angle=sign * 0.5)
+            self.tube(0, base, lung, Label.LUNG, only=(Label.ABDOMINAL_WALL,), angle=sign * 0.5)
+
     def vessels(self) -> None:
         p = self.p
         end = p.sacrum.start + 40
@@ -299,30 +318,52 @@ class _BodyPainter:
             self.tube(cs - rs, cs + rs, lambda s: loop(s, -wall), content, only=(Label.BOWEL_WALL,), angle=angle)
 
     def pelvis(self) -> None:
+        """The iliac wings from the crest down: each a curved plate of bone running from the
+        sacroiliac joint forwards and outwards, bowed towards the back, with the iliacus lining its
+        inner face (the iliac fossa, painted as psoas: they join as the iliopsoas) and the gluteal
+        muscles on its outer face. Thick at the crest and the joint, thin across the fossa. The
+        crest's top lies between mid L4 and upper L5 (Tuffier's line), so the lowest lumbar
+        slices already cut the wings, as on real scans."""
         p, hab, paint = self.p, self.p.habitus, self.grid.paint
-        sac = p.sacrum
-        top = self.l_last.start + 0.3 * (self.l_last.end - self.l_last.start)
+        sac, bulk = p.sacrum, hab.muscle_bulk
+        l4 = [v for v in p.vertebrae if v.region == "L"][-2]
+        top = float(self.rng.uniform((l4.start + l4.end) / 2, self.l_last.start + 0.3 * (self.l_last.end
+                                                                                         - self.l_last.start)))
         bottom = sac.start + 70
         box = self.box(top, bottom, (-130.0, 70.0))
+        if box is None:
+            return
         s = self.s_of(box.a)
         x, y = box.c, box.b
         t = np.clip((s - top) / (bottom - top), 0, 1)
-        # The wing runs from the sacroiliac joint forwards and outwards; it starts as the crest.
-        joint = (sac.ala_reach + 2) * (0.9 + 0.25 * (1 - t))
+        crest = 1 - ramp(t, 0, 0.12)  # the first centimetre or so: the crest's thick rim alone
+        width = self.extents(s)[0]
+        bow = self.rng.uniform(0.12, 0.28)
+        gluteal_depth = (12 + 14 * bulk) * (0.6 + 0.4 * ramp(t, 0, 0.4))
         for sign in (-1, 1):
-            p0 = (sign * joint, 12 - 18 * t)
-            reach = (hab.half_width - hab.side_fat - 18) * (0.85 - 0.15 * t)
-            p1 = (sign * reach, -35 - 35 * t)
-            p1 = (np.where(t < 0.12, sign * (joint + 25), p1[0]), np.where(t < 0.12, 0.0, p1[1]))
-            thick = 4 + 5 * np.exp(-((t - 0.5) / 0.35) ** 2)
-            glute = capsule(x, y, (p0[0] + sign * 10, p0[1] + 18), (p1[0] + sign * 14, p1[1] + 6), thick + 12)
-            paint(box, glute, Label.GLUTEAL, only=(Label.INTERMUSCULAR_FAT, Label.VISCERAL_FAT, Label.ABDOMINAL_WALL,
-                                                   Label.ERECTOR_SPINAE, Label.QUADRATUS_LUMBORUM))
-            iliacus = capsule(x, y, (p0[0] - sign * 8, p0[1] - 12), (p1[0] - sign * 12, p1[1] - 4), 8 + 4 * t)
-            paint(box, iliacus & (t > 0.15), Label.GLUTEAL, only=(Label.VISCERAL_FAT, Label.BOWEL_WALL,
-                                                                 Label.BOWEL_FLUID, Label.BOWEL_SOLID, Label.BOWEL_GAS))
-            paint(box, capsule(x, y, p0, p1, thick), Label.CORTEX)
-            paint(box, capsule(x, y, p0, p1, np.maximum(thick - 1.4, 0.5)), Label.ILIUM)
+            p0 = (sign * (sac.ala_reach + 4 + 28 * (1 - ramp(t, 0, 0.25))), 24 - 6 * t)
+            short = (p0[0] + sign * 22, p0[1] - 12)
+            full = (sign * (width - hab.side_fat - gluteal_depth - 8), -20 - 40 * t)
+            grow = ramp(t, 0, 0.3)
+            p1 = tuple(a + (b - a) * grow for a, b in zip(short, full))
+            cx, cy = p1[0] - p0[0], p1[1] - p0[1]
+            chord = np.sqrt(cx * cx + cy * cy) + 1e-6
+            ctrl = ((p0[0] + p1[0]) / 2 - sign * cy * bow, (p0[1] + p1[1]) / 2 + sign * cx * bow)
+            knots = [tuple((1 - u) ** 2 * a + 2 * u * (1 - u) * c + u * u * b for a, c, b in zip(p0, ctrl, p1))
+                     for u in np.linspace(0, 1, 9)]
+            d, u, side = curve_distance(x, y, knots)
+            half = (2.5 + 9 * np.exp(-(u / 0.22) ** 2) + 3 * ramp(u, 0.8, 1.0) + 7 * crest) / 2
+            outer, inner = side == sign, side == -sign
+            gluteal = gluteal_depth * (1 - ramp(u, 0.85, 1.0))
+            paint(box, outer & (d <= half + gluteal), Label.GLUTEAL,
+                  only=(Label.INTERMUSCULAR_FAT, Label.VISCERAL_FAT, Label.ABDOMINAL_WALL, Label.ERECTOR_SPINAE,
+                        Label.QUADRATUS_LUMBORUM))
+            iliacus = (8 + 12 * bulk) * ramp(u, 0.12, 0.35) * ramp(t, 0.05, 0.3)
+            paint(box, inner & (d <= half + iliacus), Label.PSOAS,
+                  only=(Label.VISCERAL_FAT, Label.INTERMUSCULAR_FAT, Label.QUADRATUS_LUMBORUM, Label.BOWEL_WALL,
+                        Label.BOWEL_FLUID, Label.BOWEL_SOLID, Label.BOWEL_GAS))
+            paint(box, d <= half, Label.CORTEX)
+            paint(box, d <= half - 1.3, Label.ILIUM)
 
 
 def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: float = 3.0) -> BodyVolume:
@@ -331,6 +372,7 @@ def build_body_volume(patient: Patient, line: Centreline, h: float = 1.25, dz: f
     painter.muscles()
     painter.kidneys()
     painter.liver_and_spleen()
+    painter.lung_bases()
     painter.bowel()
     painter.vessels()
     painter.pelvis()

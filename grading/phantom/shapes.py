@@ -118,3 +118,26 @@ def bump(x, lo: float, hi: float) -> np.ndarray:
 
 def ramp(x, lo: float, hi: float) -> np.ndarray:
     return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def curve_distance(x, y, points: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance from the open polyline through ``points`` (each (px, py), possibly varying along
+    the first axis), how far along it the nearest point lies (0 at the first point, 1 at the last,
+    by vertex count) and on which side (+1 left of the direction of travel, -1 right): what a
+    curved plate of bone with a muscle on each face needs."""
+    best = side = where = None
+    n = len(points) - 1
+    for k, (p0, p1) in enumerate(zip(points[:-1], points[1:])):
+        x0, y0, x1, y1 = _f32(*p0, *p1)
+        dx, dy = x1 - x0, y1 - y0
+        t = np.clip(((x - x0) * dx + (y - y0) * dy) / (dx * dx + dy * dy + 1e-9), 0.0, 1.0)
+        ex, ey = x - x0 - t * dx, y - y0 - t * dy
+        d2 = ex * ex + ey * ey
+        if best is None:
+            best, where, side = d2, (k + t) / n, dx * ey - dy * ex
+        else:
+            closer = d2 < best
+            best = np.where(closer, d2, best)
+            where = np.where(closer, (k + t) / n, where)
+            side = np.where(closer, dx * ey - dy * ex, side)
+    return np.sqrt(best), where, np.sign(side)

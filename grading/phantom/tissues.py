@@ -59,6 +59,7 @@ class Label(IntEnum):
     INTERSPINOUS_LIGAMENT = 42
     METAL = 43  # pedicle screws (post-operative patients)
     SPLEEN = 44
+    LUNG = 45  # the lungs' posterior recesses, beside T11-T12
 
 
 #: The dural sac's content: DSCA is the area inside the dura, whatever fills it.
@@ -124,10 +125,12 @@ TISSUES: dict[Label, Tissue] = {
     Label.NERVE_ROOT: Tissue(0.72, 900, 80),
     Label.SACRUM: Tissue(0.8, 500, 80, fat=0.55, texture=0.12),
     Label.ILIUM: Tissue(0.8, 450, 80, fat=0.6, texture=0.12),
-    Label.GLUTEAL: Tissue(0.72, 1100, 42, fat=0.06, septa=0.6),
+    Label.GLUTEAL: Tissue(0.72, 1100, 42, fat=0.06, septa=0.3),
     Label.INTERMUSCULAR_FAT: Tissue(0.95, 290, 150, fat=0.95, texture=0.05),
     Label.FASCIA: Tissue(0.4, 900, 25, texture=0.0),
     Label.INTERSPINOUS_LIGAMENT: Tissue(0.5, 800, 40, fat=0.2),
     Label.METAL: Tissue(0.0, 1000, 1, texture=0.0),
     Label.SPLEEN: Tissue(0.85, 1050, 80),
+    # Air with vessels through it: little signal in any sequence, speckled by the vessels.
+    Label.LUNG: Tissue(0.1, 1200, 30, texture=0.4),
 }
