@@ -330,16 +330,17 @@ class _BodyPainter:
         top = float(self.rng.uniform((l4.start + l4.end) / 2, self.l_last.start + 0.3 * (self.l_last.end
                                                                                          - self.l_last.start)))
         bottom = sac.start + 70
-        box = self.box(top, bottom, (-130.0, 70.0))
-        if box is None:
+        span = self.box(top, bottom)
+        if span is None:
             return
-        s = self.s_of(box.a)
-        x, y = box.c, box.b
+        s = self.s_of(span.a)
         t = np.clip((s - top) / (bottom - top), 0, 1)
         crest = 1 - ramp(t, 0, 0.12)  # the first centimetre or so: the crest's thick rim alone
         width = self.extents(s)[0]
         bow = self.rng.uniform(0.12, 0.28)
         gluteal_depth = (12 + 14 * bulk) * (0.6 + 0.4 * ramp(t, 0, 0.4))
+        # Beyond the curve: half the thickest bone and the thickest muscle, with a margin.
+        reach = 11 + max(float(gluteal_depth.max()), 8 + 12 * bulk) + 2
         for sign in (-1, 1):
             p0 = (sign * (sac.ala_reach + 4 + 28 * (1 - ramp(t, 0, 0.25))), 24 - 6 * t)
             short = (p0[0] + sign * 22, p0[1] - 12)
@@ -347,10 +348,17 @@ class _BodyPainter:
             grow = ramp(t, 0, 0.3)
             p1 = tuple(a + (b - a) * grow for a, b in zip(short, full))
             cx, cy = p1[0] - p0[0], p1[1] - p0[1]
-            chord = np.sqrt(cx * cx + cy * cy) + 1e-6
             ctrl = ((p0[0] + p1[0]) / 2 - sign * cy * bow, (p0[1] + p1[1]) / 2 + sign * cx * bow)
             knots = [tuple((1 - u) ** 2 * a + 2 * u * (1 - u) * c + u * u * b for a, c, b in zip(p0, ctrl, p1))
                      for u in np.linspace(0, 1, 9)]
+            # Paint within the curve's own bounds (the bow stays inside its control polygon).
+            kx = np.stack([np.broadcast_to(k[0], s.shape) for k in knots] + [np.broadcast_to(ctrl[0], s.shape)])
+            ky = np.stack([np.broadcast_to(k[1], s.shape) for k in knots] + [np.broadcast_to(ctrl[1], s.shape)])
+            box = self.grid.narrow(span, (max(float(ky.min()) - reach, -130.0), min(float(ky.max()) + reach, 70.0)),
+                                   (float(kx.min()) - reach, float(kx.max()) + reach))
+            if box is None:
+                continue
+            x, y = box.c, box.b
             d, u, side = curve_distance(x, y, knots)
             half = (2.5 + 9 * np.exp(-(u / 0.22) ** 2) + 3 * ramp(u, 0.8, 1.0) + 7 * crest) / 2
             outer, inner = side == sign, side == -sign

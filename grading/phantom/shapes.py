@@ -41,6 +41,14 @@ class Grid:
         return Box(spans, self.a[spans[0]][:, None, None], self.b[spans[1]][None, :, None],
                    self.c[spans[2]][None, None, :])
 
+    def narrow(self, box: Box, b: tuple[float, float], c: tuple[float, float]) -> Box | None:
+        """``box`` with its first axis kept as it is and the other two narrowed to the ranges: a
+        structure whose profile along the first axis was computed on ``box`` paints a smaller one."""
+        spans = (box.index[0], self._span(self.b, *b), self._span(self.c, *c))
+        if any(s.start >= s.stop for s in spans[1:]):
+            return None
+        return Box(spans, box.a, self.b[spans[1]][None, :, None], self.c[spans[2]][None, None, :])
+
     def paint(self, box: Box | None, mask: np.ndarray, label: int, only: tuple[int, ...] | None = None,
               exclude: np.ndarray | None = None) -> None:
         if box is None:
