@@ -269,16 +269,22 @@ def test_prescan_normalise_removes_the_coil_fall_off(normalise):
         assert front.mean() < 0.35 * back.mean()
 
 
+def _axial_labels(anatomy, s: float, size: int = 400, spacing: float = 1.0) -> np.ndarray:
+    """Labels of an axial slice through the canal at ``s``: rows run backwards, columns to the
+    patient's left, the canal at the centre."""
+    from grading.phantom.protocol import _axial_axes, _plane
+
+    c, _, _, w = anatomy.line.at(s)
+    row, col = _axial_axes(w)
+    return anatomy.labels(_plane(c, row, col, (size, size), spacing, 4.0))
+
+
 def test_multifidus_lies_on_the_posterior_elements(anatomies):
     """Behind the laminae the multifidus follows within a few millimetres (a thin fat plane), as
     on a real axial slice, not a pad of fat."""
-    from grading.phantom.protocol import _axial_axes, _plane
-
     for anatomy in anatomies:
         body = next(v for v in anatomy.patient.vertebrae if v.name == "L3")
-        c, _, _, w = anatomy.line.at((body.start + body.end) / 2)
-        row, col = _axial_axes(w)
-        labels = anatomy.labels(_plane(c, row, col, (200, 200), 0.5, 4.0))
+        labels = _axial_labels(anatomy, (body.start + body.end) / 2, 200, 0.5)
         for x in (80, 120):  # 10 mm either side of the midline, down the image (posterior)
             line = labels[100:, x]
             behind = line[np.nonzero(line == Label.LAMINA)[0][-1] + 1:]
@@ -357,16 +363,6 @@ def test_grade_phantom_starts_without_torch():
     code = "import sys, grading.cli.phantom; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def _axial_labels(anatomy, s: float, size: int = 400, spacing: float = 1.0) -> np.ndarray:
-    """Labels of an axial slice through the canal at ``s``: rows run backwards, columns to the
-    patient's left, the canal at the centre."""
-    from grading.phantom.protocol import _axial_axes, _plane
-
-    c, _, _, w = anatomy.line.at(s)
-    row, col = _axial_axes(w)
-    return anatomy.labels(_plane(c, row, col, (size, size), spacing, 4.0))
 
 
 def test_iliac_wings_start_at_the_lowest_lumbar_levels_between_iliacus_and_gluteals(anatomies):
