@@ -34,9 +34,13 @@ def test_trains_folds_and_writes_oof_predictions(cohort, tmp_path, capsys):
     a1 = labels[labels.rater == "A1"]
     assert set(oof.rater) == {"C1"} and sorted(oof.case_id) == sorted(a1.case_id)
     assert set(oof.fold.dropna().astype(int)) == {0, 1, 2, 3}
-    # no level stage trained: levels are the rater's (never scored), every rootlet slice graded and measured
-    assert (oof.level_source == "labels").all() and (oof.status == "not classified").all()
-    assert list(oof.set_index("case_id").level.loc[a1.case_id]) == list(a1.level)
+    # no level stage trained: where the rater boxed a canal the levels are the rater's (never scored);
+    # a slice the rater left unboxed (below the sac's end) has no canal to classify
+    a1_boxed = a1[a1.box_x0.notna()]
+    boxed = oof.case_id.isin(a1_boxed.case_id)
+    assert boxed.any() and (oof.level_source[boxed] == "labels").all() and (oof.status[boxed] == "not classified").all()
+    assert (oof.status[~boxed] == "no canal").all() and (oof.level[~boxed] == "other").all()
+    assert list(oof[boxed].set_index("case_id").level.loc[a1_boxed.case_id]) == list(a1_boxed.level)
     rootlet = oof[oof.level == "rootlet"]
     assert rootlet.dsca_mm2.notna().all() and rootlet.grade.isin(list("ABCD")).all()
     for fold in range(4):
