@@ -116,8 +116,8 @@ def pelvis_montage(realdata: Path, seed: int, output: Path) -> None:
     patient = make_patient(np.random.default_rng(seed))
     anatomy = build_anatomy(patient)
     tissues = draw_tissues(rng, patient.habitus.muscle_fat)
-    l5 = [v for v in patient.vertebrae if v.region == "L"][-1]
-    l45 = next(d for d in patient.discs if d.name.startswith("L4"))
+    l4, l5 = [v for v in patient.vertebrae if v.region == "L"][-2:]  # the last two lumbar, however many
+    l45 = next(d for d in patient.discs if d.name == f"{l4.name}/{l5.name}")
     l5s1 = next(d for d in patient.discs if d.name.endswith("/S1"))
     levels = [((l45.start + l45.end) / 2, "L4/L5 disc"), ((l5.start + l5.end) / 2, "mid L5 body"),
               ((l5s1.start + l5s1.end) / 2, "L5/S1 disc"),

@@ -352,10 +352,11 @@ class _BodyPainter:
             knots = [tuple((1 - u) ** 2 * a + 2 * u * (1 - u) * c + u * u * b for a, c, b in zip(p0, ctrl, p1))
                      for u in np.linspace(0, 1, 9)]
             # Paint within the curve's own bounds (the bow stays inside its control polygon).
-            kx = np.stack([np.broadcast_to(k[0], s.shape) for k in knots] + [np.broadcast_to(ctrl[0], s.shape)])
-            ky = np.stack([np.broadcast_to(k[1], s.shape) for k in knots] + [np.broadcast_to(ctrl[1], s.shape)])
-            box = self.grid.narrow(span, (max(float(ky.min()) - reach, -130.0), min(float(ky.max()) + reach, 70.0)),
-                                   (float(kx.min()) - reach, float(kx.max()) + reach))
+            xs, ys = [np.asarray(q[0]) for q in (*knots, ctrl)], [np.asarray(q[1]) for q in (*knots, ctrl)]
+            y_lo, y_hi = min(float(v.min()) for v in ys), max(float(v.max()) for v in ys)
+            x_lo, x_hi = min(float(v.min()) for v in xs), max(float(v.max()) for v in xs)
+            box = self.grid.narrow(span, (max(y_lo - reach, -130.0), min(y_hi + reach, 70.0)),
+                                   (x_lo - reach, x_hi + reach))
             if box is None:
                 continue
             x, y = box.c, box.b
