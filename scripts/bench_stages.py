@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 from scipy.ndimage import gaussian_filter
-from sklearn.metrics import f1_score
+from sklearn.metrics import confusion_matrix, f1_score
 
 from grading.labels import TRAINING_COLUMNS, read_label_table
 from grading.phantom.cohort import CohortConfig, generate_cohort
@@ -39,6 +39,7 @@ from stages.profiles import PROFILES
 from stages.records import SliceRecord
 from stages.synth import SynthConfig, render_random
 from stages.train_loop import seed_everything
+from stages.vocabulary import GRADES
 
 TARGETS = {"box_iou50": 0.98, "level_accuracy": 0.95, "grade_accuracy": 0.90, "grade_f1_macro": 0.80,
            "dice": 0.90, "dsca_mae_mm2": 10.0, "dsca_pearson_r": 0.98}
@@ -74,6 +75,12 @@ def box_shares(true_boxes, predicted_boxes) -> dict[str, float]:
             "box_missed": float(np.mean(~boxed)), "box_iou_mean": float(np.mean(ious))}
 
 
+def grade_confusion(truth, pred) -> dict[str, dict[str, int]]:
+    """Counts by true grade (outer) and call (inner): where the errors go, e.g. healthy sacs called D."""
+    counts = confusion_matrix(truth, pred, labels=list(GRADES))
+    return {t: {p: int(counts[i, j]) for j, p in enumerate(GRADES)} for i, t in enumerate(GRADES)}
+
+
 def evaluate(records, models, configs) -> dict:
     preds = predict_slices(models, configs, [r.image for r in records], [r.spacing for r in records],
                            boxes=[r.box for r in records])
@@ -99,7 +106,7 @@ def evaluate(records, models, configs) -> dict:
         truth, pred = zip(*graded)
         out.update(grade_accuracy=float(np.mean(np.array(truth) == np.array(pred))),
                    grade_f1_macro=float(f1_score(truth, pred, average="macro", labels=sorted(set(truth)))),
-                   n_graded=len(graded))
+                   n_graded=len(graded), grade_confusion=grade_confusion(truth, pred))
     if areas:
         a, b = np.array(areas, float).T
         out.update(dice=float(np.mean(dice)), dsca_mae_mm2=float(np.mean(np.abs(a - b))),
@@ -135,6 +142,12 @@ def print_table(by_fold: dict[int, dict[str, dict]], folds: tuple[int, ...], arg
             continue
         ok = all(v is not None and (v <= target if key.endswith("mm2") else v >= target) for v in row)
         print(f"{key:18s} {cells} {target:8.2f}  {'ok' if ok else 'MISSED'}")
+    for condition, head in zip(CONDITIONS, heads):
+        confusions = [results[condition][f]["grade_confusion"] for f in folds
+                      if "grade_confusion" in results[condition][f]]
+        if confusions:  # where the grade errors go (a healthy sac called D is the one a surgeon minds)
+            calls = " ".join(f"{t}: " + "/".join(str(sum(m[t][p] for m in confusions)) for p in GRADES) for t in GRADES)
+            print(f"{'grade calls':18s} {head}: true {calls} (called {'/'.join(GRADES)})")
     others = [results["preset"][f].get("box_iou50_other") for f in folds if "box_iou50_other" in results["preset"][f]]
     if others:
         print(f"{'box_iou50 (other)':18s} {np.mean(others):16.4f}   (metal-artefact slices: not graded, not a target)")

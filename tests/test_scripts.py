@@ -47,6 +47,16 @@ def test_a_point_spreads_to_the_acquired_width_whatever_the_pixel(bench, spacing
     assert record.image.max() == 1.0  # the original record is untouched
 
 
+def test_grade_confusion_counts_each_call_under_its_true_grade(bench):
+    """Every grade appears as a row and a column, even one never called; a healthy sac called D is
+    counted under A, not D."""
+    out = bench.grade_confusion(["A", "A", "A", "B", "D"], ["A", "D", "D", "B", "C"])
+    assert out["A"] == {"A": 1, "B": 0, "C": 0, "D": 2}
+    assert out["D"] == {"A": 0, "B": 0, "C": 1, "D": 0}
+    assert out["C"] == {"A": 0, "B": 0, "C": 0, "D": 0}
+    assert sum(sum(row.values()) for row in out.values()) == 5
+
+
 def test_the_grade_probe_skips_without_real_data(tmp_path, capsys):
     probe = _script("probe_grade_rootlets")
     out = tmp_path / "probe.png"
