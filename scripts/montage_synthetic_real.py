@@ -2,12 +2,15 @@
 
     uv run python scripts/montage_synthetic_real.py -o docs/synthetic_vs_real.png
     uv run python scripts/montage_synthetic_real.py --pelvis -o docs/real/pelvis_level_gap.png
+    uv run python scripts/montage_synthetic_real.py --canal -o docs/real/canal_dixon_water.png
 
 Pairs each real contrast in ../shared/realdata (T2 TSE at a disc, Dixon water and fat, T2-SPIR,
 sagittal T2) with a phantom slice rendered by the matching preset, and adds the phantom's T2 TSE
 at a vertebral body, at the conus, at a Schizas D level, and its T1. ``--pelvis`` draws instead the
 phantom's Dixon water from L4/L5 to the sacrum above the lowest slices of a volunteer's (where the
-iliac wings come into view and detectors have boxed wrong). Real images are only looked at.
+iliac wings come into view and detectors have boxed wrong); ``--canal`` the phantom's Dixon water
+around the canal at a vertebral body and a disc beside a volunteer's (where a grade model called
+healthy sacs D). Real images are only looked at.
 Without the real data, the synthetic panels are drawn alone.
 """
 from __future__ import annotations
@@ -122,18 +125,56 @@ def pelvis_montage(realdata: Path, seed: int, output: Path) -> None:
     levels = [((l45.start + l45.end) / 2, "L4/L5 disc"), ((l5.start + l5.end) / 2, "mid L5 body"),
               ((l5s1.start + l5s1.end) / 2, "L5/S1 disc"),
               (patient.sacrum.start + 12, "S1 + 12 mm (the lowest it draws)")]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 9), constrained_layout=True)
-    for ax, (s, title) in zip(axes[0], levels):
+    phantom = []
+    for s, title in levels:
         plane = _axial(anatomy, s, 400, 400, 70)
-        _show(ax, _render(anatomy, plane, "dixon_water", tissues, rng), plane.spacing[0], 360, f"phantom: {title}")
-    volunteer = realdata / "TUM02_water_img_img_L2-L5.nii.gz"
-    for ax, k in zip(axes[1], (8, 4, 2, 0)):
-        if volunteer.is_file():
-            _show(ax, *_nifti_slice(volunteer, k), 360, f"real TUM02 Dixon water #{k + 1}")
-        else:
-            ax.axis("off")
-    fig.suptitle("Dixon water where the iliac wings come into view: phantom, L4/L5 to S1 (top); volunteer TUM02, "
-                 "lowest slices of L2-L5 (bottom); 360 mm field of view", fontsize=12)
+        phantom.append((_render(anatomy, plane, "dixon_water", tissues, rng), plane.spacing[0], f"phantom: {title}"))
+    real = _volunteer(realdata / "TUM02_water_img_img_L2-L5.nii.gz", [(k, f"real TUM02 Dixon water #{k + 1}")
+                                                                         for k in (8, 4, 2, 0)])
+    _two_rows(phantom, real, 360, "Dixon water where the iliac wings come into view: phantom, L4/L5 to S1 (top); "
+              "volunteer TUM02, lowest slices of L2-L5 (bottom); 360 mm field of view", output)
+
+
+def canal_montage(realdata: Path, seed: int, output: Path) -> None:
+    """Phantom Dixon water around the canal at a vertebral body (the pedicles) and at a disc, two
+    patients, beside volunteer TUM01's slices #22 and #21 (pedicle level: stop 33's seed-1 grade
+    model called their healthy sacs D) and #19 and #17 (disc level: called A)."""
+    phantom = []
+    for patient_seed in (seed, seed + 1):
+        rng = np.random.default_rng(patient_seed)
+        patient = make_patient(np.random.default_rng(patient_seed))
+        anatomy = build_anatomy(patient)
+        tissues = draw_tissues(rng, patient.habitus.muscle_fat)
+        body = next(v for v in patient.vertebrae if v.name == "L3")
+        disc = next(d for d in patient.discs if d.name == "L3/L4")
+        for s, title in (((body.start + body.end) / 2, "mid L3 body"), ((disc.start + disc.end) / 2, "L3/L4 disc")):
+            plane = _axial(anatomy, s, 140, 200, 0)
+            phantom.append((_render(anatomy, plane, "dixon_water", tissues, rng), plane.spacing[0],
+                            f"phantom {patient_seed}: {title}"))
+    real = _volunteer(realdata / "TUM01_water_img_img_L2-L5.nii.gz",
+                      [(21, "real TUM01 #22: pedicles"), (20, "real TUM01 #21: pedicles"),
+                       (18, "real TUM01 #19: disc"), (16, "real TUM01 #17: disc")])
+    _two_rows(phantom, real, 140, "Dixon water around the canal: phantom at a vertebral body and a disc (top); "
+              "volunteer TUM01 at its pedicles and discs (bottom); 140 mm field of view", output)
+
+
+def _volunteer(path: Path, slices: list[tuple[int, str]]) -> list[tuple[np.ndarray, float, str] | None]:
+    """Slices ``(index, title)`` of a real NIfTI volume; None each where the file is absent."""
+    if not path.is_file():
+        return [None] * len(slices)
+    return [(*_nifti_slice(path, k), title) for k, title in slices]
+
+
+def _two_rows(top: list, bottom: list, fov: float, title: str, output: Path) -> None:
+    """Phantom panels above real ones, (image, mm per pixel, title) each, at one field of view."""
+    fig, axes = plt.subplots(2, len(top), figsize=(4 * len(top), 9), constrained_layout=True)
+    for row, panels in zip(axes, (top, bottom)):
+        for ax, panel in zip(row, panels):
+            if panel is None:
+                ax.axis("off")
+            else:
+                _show(ax, *panel[:2], fov, panel[2])
+    fig.suptitle(title, fontsize=12)
     fig.savefig(output, dpi=80)
     plt.close(fig)
     print(f"-> {output}")
@@ -157,10 +198,11 @@ def main() -> None:
     p.add_argument("--realdata", type=Path, default=REALDATA)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--pelvis", action="store_true", help="the phantom's pelvis levels beside a volunteer's")
+    p.add_argument("--canal", action="store_true", help="Dixon water around the canal at a body and a disc")
     p.add_argument("-o", "--output", type=Path, default=Path("docs/synthetic_vs_real.png"))
     args = p.parse_args()
-    if args.pelvis:
-        pelvis_montage(args.realdata, args.seed, args.output)
+    if args.pelvis or args.canal:
+        (pelvis_montage if args.pelvis else canal_montage)(args.realdata, args.seed, args.output)
         return
     real = real_panels(args.realdata) if args.realdata.is_dir() else {}
     synthetic = synthetic_panels(args.seed)

@@ -126,10 +126,11 @@ def test_box_shares_tell_a_wrong_box_from_a_missing_one(bench):
     assert shares["box_iou50"] + shares["box_wrong"] + shares["box_missed"] == pytest.approx(1.0)
 
 
-def test_the_pelvis_montage_draws_the_phantom_alone_without_real_data(tmp_path):
+@pytest.mark.parametrize("kind", ["pelvis", "canal"])
+def test_the_level_montages_draw_the_phantom_alone_without_real_data(tmp_path, kind):
     montage = _script("montage_synthetic_real")
-    out = tmp_path / "pelvis.png"
-    montage.pelvis_montage(tmp_path / "absent", seed=5, output=out)
+    out = tmp_path / f"{kind}.png"
+    getattr(montage, f"{kind}_montage")(tmp_path / "absent", seed=5, output=out)
     from PIL import Image
 
     image = np.asarray(Image.open(out).convert("L"))
