@@ -30,6 +30,16 @@ from grading.phantom.cohort import CohortConfig, generate_cohort
 BOUNDARY_MM = 1.0
 
 
+def wrong_name_kind(name: str, truth: str) -> str:
+    """How a slice's level name is wrong: '' (right), 'boundary' (the disc named for a body beside
+    it, or a body for a disc it bounds: where the slice's slab holds both) or 'shift' (any other name:
+    a level off, which a surgeon would act on)."""
+    if name == truth:
+        return ""
+    disc, body = (name, truth) if "/" in name else (truth, name)
+    return "boundary" if "/" in disc and "/" not in body and body in disc.split("/") else "shift"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, type=Path)
@@ -90,6 +100,12 @@ def main() -> None:
             f"(P {row.p:.2f}{', flagged' if row.counted != 5 else ''})"
         print(f"  {patient} ({int(row.lumbar)} lumbar): {counted}, {row.right:.0%} of its slices right")
     wrong = lumbar[~lumbar.right]
+    kinds = pd.Series([wrong_name_kind(n, t) for n, t in zip(wrong.name, wrong.truth)], index=wrong.index)
+    for label, group in (("five lumbar vertebrae", wrong[wrong.lumbar == 5]),
+                         ("four or six", wrong[wrong.lumbar != 5])):
+        counts = kinds[group.index].value_counts()
+        print(f"  wrong names, {label}: {counts.get('boundary', 0)} at a disc-body boundary (the disc for a body "
+              f"beside it or the reverse), {counts.get('shift', 0)} a level off")
     if len(wrong):
         print("wrong names (name, truth: count, median mm from a disc-body boundary):")
         print(wrong.groupby(["name", "truth"]).boundary_mm.agg(["size", "median"]).sort_values("size", ascending=False)
