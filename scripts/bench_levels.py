@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,10 +33,13 @@ BOUNDARY_MM = 1.0
 
 def wrong_name_kind(name: str, truth: str) -> str:
     """How a slice's level name is wrong: '' (right), 'boundary' (the disc named for a body beside
-    it, or a body for a disc it bounds: where the slice's slab holds both) or 'shift' (any other name:
-    a level off, which a surgeon would act on)."""
+    it, or a body for a disc it bounds: where the slice's slab holds both), 'unnamed' (no level name,
+    e.g. outside the sagittal view) or 'shift' (any other name: a level off, which a surgeon would
+    act on)."""
     if name == truth:
         return ""
+    if not re.match(r"[TLS]\d", name):
+        return "unnamed"
     disc, body = (name, truth) if "/" in name else (truth, name)
     return "boundary" if "/" in disc and "/" not in body and body in disc.split("/") else "shift"
 
@@ -105,7 +109,7 @@ def main() -> None:
                          ("four or six", wrong[wrong.lumbar != 5])):
         counts = kinds[group.index].value_counts()
         print(f"  wrong names, {label}: {counts.get('boundary', 0)} at a disc-body boundary (the disc for a body "
-              f"beside it or the reverse), {counts.get('shift', 0)} a level off")
+              f"beside it or the reverse), {counts.get('shift', 0)} a level off, {counts.get('unnamed', 0)} unnamed")
     if len(wrong):
         print("wrong names (name, truth: count, median mm from a disc-body boundary):")
         print(wrong.groupby(["name", "truth"]).boundary_mm.agg(["size", "median"]).sort_values("size", ascending=False)

@@ -141,6 +141,6 @@ def test_the_level_montages_draw_the_phantom_alone_without_real_data(tmp_path, k
 @pytest.mark.parametrize("name, truth, kind", [
     ("L4", "L4", ""), ("L4/L5", "L4", "boundary"), ("L4/L5", "L5", "boundary"), ("L5", "L5/S1", "boundary"),
     ("S1", "L5/S1", "boundary"), ("L4", "L3", "shift"), ("L3/L4", "L4/L5", "shift"), ("L2/L3", "L4", "shift"),
-    ("outside the sagittal view", "L6/S1", "shift"), ("S1", "L4", "shift")])
+    ("outside the sagittal view", "L6/S1", "unnamed"), ("S1", "L4", "shift"), ("T12/L1", "L1", "boundary")])
 def test_a_wrong_level_name_is_told_a_boundary_slice_from_a_level_off(name, truth, kind):
     assert _script("bench_levels").wrong_name_kind(name, truth) == kind
