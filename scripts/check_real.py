@@ -220,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
                 for _, row in slices.iterrows():
                     image = pydicom.dcmread(files[row["sop_uid"]]).pixel_array.astype(np.float32)
                     entries.append((image, row, masks.get(row["sop_uid"]), f"{study.name} #{row['instance_number']}"))
-                tables.append(slices)
+                tables.append(slices.assign(study=study.name))
             montage(real.name, entries, args.output / f"{real.name}.png")
-            summaries.append(summarise(real.name, pd.concat(tables, ignore_index=True)))
+            table = pd.concat(tables, ignore_index=True)
+            # Every slice's calls, so that bundles can be compared slice by slice (compare_real_calls.py).
+            table.to_csv(args.output / f"{real.name}_slices.csv", index=False)
+            summaries.append(summarise(real.name, table))
     for s in summaries:
         print(s)
     pd.DataFrame(summaries).to_csv(args.output / "summary.csv", index=False)

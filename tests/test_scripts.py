@@ -144,3 +144,22 @@ def test_the_level_montages_draw_the_phantom_alone_without_real_data(tmp_path, k
     ("outside the sagittal view", "L6/S1", "unnamed"), ("S1", "L4", "shift"), ("T12/L1", "L1", "boundary")])
 def test_a_wrong_level_name_is_told_a_boundary_slice_from_a_level_off(name, truth, kind):
     assert _script("bench_levels").wrong_name_kind(name, truth) == kind
+
+
+def test_real_calls_line_up_by_slice_and_grey_out_what_was_not_graded(tmp_path):
+    """Two runs' slice tables become one row each over the same slices, in instance order; a
+    slice with no grade (no canal, cord) or no row in a run is not graded, and the picture is drawn."""
+    import pandas as pd
+
+    compare = _script("compare_real_calls")
+    first = pd.DataFrame({"study": ["S"] * 3, "instance_number": [3, 1, 2], "grade": ["D", "A", ""]})
+    second = pd.DataFrame({"study": ["S"] * 2, "instance_number": [1, 3], "grade": ["B", "C"]})
+    codes, keys = compare.grade_matrix([first, second])
+    assert keys == [("S", 1), ("S", 2), ("S", 3)]
+    assert codes.tolist() == [[0, -1, 3], [1, -1, 2]]
+    for name, table in (("one", first), ("two", second)):
+        (tmp_path / name).mkdir()
+        table.to_csv(tmp_path / name / "SET_slices.csv", index=False)
+    out = tmp_path / "calls.png"
+    assert compare.main([str(tmp_path / "one"), str(tmp_path / "two"), "--sets", "SET", "-o", str(out)]) == 0
+    assert out.stat().st_size > 1000
