@@ -1,11 +1,11 @@
 """grade-demo: the whole workflow on a phantom cohort, cached in the user cache folder.
 
 1. a phantom cohort (raters truth, A1, A2) and one held-out phantom study;
-2. the bundle's models on A1's labels: detector, segmenter, sagittal locator and grade model on every
-   axial slice, the level model on the contiguous series (``training_plan``);
+2. a detector, a segmenter and a sagittal locator trained once on A1's labels of every axial slice
+   (shared, to save time);
 3. Classifier1 on A1's labels and Classifier2 on A2's, each with 5-fold cross-validation (``--folds 10``
-   for the paper's) on the contiguous series, for their out-of-fold predictions;
-4. grade-study on the held-out study with the bundle;
+   for the paper's) on the contiguous series (``training_plan``);
+4. grade-study on the held-out study with the detector, segmenter, locator and Classifier1;
 5. the agreement study on the out-of-fold predictions: A1-A2, A1-C1, A2-C2, as in the paper.
 
 Reruns reuse every step whose inputs have not changed.
@@ -125,22 +125,21 @@ class TrainingRun:
 
 
 #: Which run trains each of the bundle's models.
-BUNDLE_SOURCES = {"detector": "shared", "segmenter": "shared", "locator": "shared", "grade": "shared", "level": "level"}
+BUNDLE_SOURCES = {"detector": "shared", "segmenter": "shared", "locator": "shared",
+                  "level": "classifier_A1", "grade": "classifier_A1"}
 
 
 def training_plan(labels: Path, contiguous: Path) -> list[TrainingRun]:
-    """grade-demo's grade-train runs. The bundle's models learn from A1's labels on every axial
-    slice, the disc-angled stacks included, which hold most of the stenosed slices (a grade model
-    trained on them too: held-out macro-F1 0.355 against 0.283 on the contiguous series alone,
-    healthy sacs called D 8.0% against 16.8%, four seeds each; docs/STAGES_BENCHMARK.md, "Stop 34");
-    the level model, not measured that way, on the contiguous series. The agreement study's fold
-    models, like the paper's, learn from the contiguous series only, and no final model is needed."""
-    def run(table: Path, rater: str, stages: str, final: str) -> list[str]:
-        return ["--labels", str(table), "--rater", rater, "--stages", stages, final]
+    """grade-demo's grade-train runs. The detector, segmenter and locator learn from A1's labels of
+    every axial slice (contiguous and disc-angled stacks). The classifiers, like the paper's, learn
+    from the contiguous series; Classifier1's model on all patients is the bundle's, Classifier2's
+    is not needed (the agreement study reads out-of-fold predictions). A grade model trained on
+    every axial slice was measured and not adopted (docs/STAGES_BENCHMARK.md, "Stop 34")."""
+    def run(table: Path, rater: str, stages: str, *final: str) -> list[str]:
+        return ["--labels", str(table), "--rater", rater, "--stages", stages, *final]
 
-    return [TrainingRun("shared", run(labels, "A1", "detector,segmenter,locator,grade", "--final-only")),
-            TrainingRun("level", run(contiguous, "A1", "level", "--final-only")),
-            TrainingRun("classifier_A1", run(contiguous, "A1", "level,grade", "--no-final")),
+    return [TrainingRun("shared", run(labels, "A1", "detector,segmenter,locator", "--final-only")),
+            TrainingRun("classifier_A1", run(contiguous, "A1", "level,grade")),
             TrainingRun("classifier_A2", run(contiguous, "A2", "level,grade", "--no-final"))]
 
 
