@@ -41,7 +41,7 @@ def grade_matrix(tables: list[pd.DataFrame]) -> tuple[np.ndarray, list[tuple[str
 
 
 def draw(runs: list[Path], names: list[str], sets: list[str], output: Path) -> None:
-    fig, axes = plt.subplots(len(sets), 1, figsize=(12, 0.45 * len(runs) * len(sets) + 1.2 * len(sets)), squeeze=False)
+    fig, axes = plt.subplots(len(sets), 1, figsize=(12, 0.3 * len(runs) * len(sets) + 1.2 * len(sets)), squeeze=False)
     for ax, name in zip(axes[:, 0], sets):
         tables = [pd.read_csv(run / f"{name}_slices.csv", keep_default_na=False) for run in runs]
         codes, keys = grade_matrix(tables)
