@@ -128,3 +128,18 @@ def test_the_image_folder_is_scanned_once_for_slices_and_columns(tmp_path, monke
     scans.clear()
     assert train("run2", scan=given) == 0 and scans == []
     assert (tmp_path / "run2" / "final" / "bundle" / "manifest.json").is_file()
+
+
+def test_a_table_away_from_its_label_maps_is_reported_in_one_line(cohort, tmp_path, capsys):
+    """A label table copied out of its cohort folder names masks and label maps that do not resolve:
+    grade-train still trains, and says in one line how many files it could not use and where it looked."""
+    elsewhere = tmp_path / "elsewhere" / "labels.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(cohort.read_text())
+    code = grade_train(["--labels", str(elsewhere), "--images", str(cohort.parent / "dicom"), "--rater", "A1",
+                        "--stages", "grade", "--final-only", "--folds", "3", "--profile", "smoke",
+                        "-o", str(tmp_path / "run"), "--splits", str(tmp_path / "splits.json")])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "label-map files" in line]
+    assert len(lines) == 1 and f"relative to {elsewhere.parent}" in lines[0] and "First: case " in lines[0]
+    assert int(lines[0].split("grade-train: ")[1].split()[0]) > 0

@@ -105,8 +105,10 @@ def _main(argv: list[str] | None, scan: StudyScan | None = None) -> int:
             scan = scan_study(args.images, progress=True, verify_pixels=False)
         data = load_training_data(labels, args.images, args.rater, Path(args.labels).parent,
                                   preprocessing=profile.configs.preprocessing, scan=scan)
-        for line in data.missing[:10]:
-            print(f"grade-train: skipped {line}", file=sys.stderr)
+        if data.missing:  # the slices still train, without what makes randomised renders and sac masks
+            print(f"grade-train: {len(data.missing)} mask or label-map files named in {args.labels} were not used "
+                  f"(paths are read relative to {Path(args.labels).parent}); those slices train without them. "
+                  f"First: {data.missing[0]}", file=sys.stderr)
         column_records = []
         if "locator" in stages:
             if not column_path.is_file():
