@@ -8,8 +8,9 @@ ImageOrientationPatient and PixelSpacing; the PNG slices get an axial orientatio
 disk), and its results read back from those outputs: slices.csv for the box, level, grade and
 DSCA, the DICOM SEG for the sac outline. Each panel shows the whole slice with the top box and a
 zoom on the box with the sac outline. A person counts the panels where the box lies on the dural
-sac. These images are for looking only: never for training, tuning or choosing checkpoints.
-Skips (exit 0) when the folder is absent. Needs nibabel (a dev dependency).
+sac. Each set's slice table is kept beside its montage (SET_slices.csv), so that bundles can be
+compared slice by slice (compare_real_calls.py). These images are for looking only: never for
+training, tuning or choosing checkpoints. Skips (exit 0) when the folder is absent. Needs nibabel (a dev dependency).
 """
 from __future__ import annotations
 
