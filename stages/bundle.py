@@ -80,7 +80,10 @@ def save_bundle(folder: Path | str, models: dict[str, torch.nn.Module], configs:
     for stage, model in models.items():
         path = folder / f"{stage}.safetensors"
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        metadata = {"stage": stage, "architecture": architecture_name(stage, configs)}
+        # One metadata key: safetensors writes its metadata map in a random order (safetensors#584),
+        # so with two keys the same weights gave files, and sha256s, that differed run to run.
+        metadata = {"model": json.dumps({"architecture": architecture_name(stage, configs), "stage": stage},
+                                        sort_keys=True)}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
         entries[stage] = {
             "architecture": architecture_name(stage, configs),

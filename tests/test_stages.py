@@ -379,6 +379,18 @@ def test_bundle_refuses_changed_weights(tmp_path):
         load_bundle(tmp_path)
 
 
+def test_the_same_weights_always_write_the_same_file(tmp_path):
+    """A bundle's sha256 names its weights: saved eight times, one model gives one digest (safetensors
+    writes a file's metadata map in a random order, safetensors#584, so two keys made it vary)."""
+    profile = smoke()
+    model = build_model("grade", profile.configs)
+    digests = set()
+    for k in range(8):
+        save_bundle(tmp_path / str(k), {"grade": model}, profile.configs, {})
+        digests.add(sha256_of(tmp_path / str(k) / "grade.safetensors"))
+    assert len(digests) == 1
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
