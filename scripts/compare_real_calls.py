@@ -21,7 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-GRADES = ("A", "B", "C", "D")
+from stages.vocabulary import GRADES  # noqa: E402
+
 COLOURS = ("#d9d9d9", "#1a9850", "#fee08b", "#fc8d59", "#d73027")  # not graded, A, B, C, D
 
 

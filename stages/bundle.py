@@ -82,11 +82,11 @@ def save_bundle(folder: Path | str, models: dict[str, torch.nn.Module], configs:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         # One metadata key: safetensors writes its metadata map in a random order (safetensors#584),
         # so with two keys the same weights gave files, and sha256s, that differed run to run.
-        metadata = {"model": json.dumps({"architecture": architecture_name(stage, configs), "stage": stage},
-                                        sort_keys=True)}
+        architecture = architecture_name(stage, configs)
+        metadata = {"model": json.dumps({"architecture": architecture, "stage": stage}, sort_keys=True)}
         write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
         entries[stage] = {
-            "architecture": architecture_name(stage, configs),
+            "architecture": architecture,
             "file": path.name,
             "sha256": sha256_of(path),
             "labels": LABEL_MAPS[stage],
