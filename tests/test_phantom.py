@@ -388,3 +388,44 @@ def test_lung_bases_lie_beside_the_lowest_thoracic_vertebrae_only(anatomies):
         v = {x.name: x for x in anatomy.patient.vertebrae}
         assert (_axial_labels(anatomy, v["T11"].start + 5) == Label.LUNG).sum() > 500
         assert not (_axial_labels(anatomy, (v["L2"].start + v["L2"].end) / 2) == Label.LUNG).any()
+
+
+def test_sacrum_is_five_segments_parted_by_rudimentary_discs(anatomies):
+    """In front of the sacral canal on the midline there is disc tissue at each joint S1/S2 to
+    S4/S5 and bone between them, S1 keeps most of L5's depth (a real S1 looks like a body), and a
+    mid-sagittal column map shows the sacrum, its discs included, as one piece."""
+    from scipy import ndimage
+
+    from grading.phantom.spine_volume import SACRAL_SEGMENTS
+    from stages.vocabulary import COLUMN_CLASSES
+
+    disc, bone = (Label.ANNULUS, Label.NUCLEUS), (Label.CORTEX, Label.SACRUM, Label.ENDPLATE, Label.MARROW)
+    for seed, anatomy in enumerate(anatomies):
+        spine, p = anatomy.spine, anatomy.patient
+        midline = spine.labels[:, :, int(np.argmin(np.abs(spine.grid.c)))]  # (s, v)
+        front = spine.grid.b < -p.vertebrae[-1].canal_depth / 2 - 2  # in front of the canal
+
+        def tissue(s: float, labels) -> bool:
+            k = int(np.argmin(np.abs(spine.grid.a - s)))
+            return bool(np.isin(midline[k], labels)[front].any())
+
+        joints = p.sacrum.start + (p.sacrum.end - p.sacrum.start) * np.cumsum(SACRAL_SEGMENTS)
+        for joint in joints[:4]:
+            assert tissue(joint, disc), (seed, float(joint - p.sacrum.start))
+        for lo, hi in zip([p.sacrum.start, *joints[:3]], joints[:4]):
+            assert not tissue((lo + hi) / 2, disc) and tissue((lo + hi) / 2, bone)
+
+        def depth(s: float) -> float:
+            k = int(np.argmin(np.abs(spine.grid.a - s)))
+            return float((np.isin(midline[k], bone) & front).sum() * (spine.grid.b[1] - spine.grid.b[0]))
+
+        l5 = p.vertebrae[-1]
+        assert depth((p.sacrum.start + joints[0]) / 2) > 0.8 * depth((l5.start + l5.end) / 2)
+
+        plan = sagittal(anatomy, np.random.default_rng(seed))
+        plane = plan.planes[len(plan.planes) // 2]
+        classes, structures = anatomy.column_targets(plane, anatomy.labels(plane))
+        pieces, n = ndimage.label(classes == COLUMN_CLASSES.index("sacrum"))
+        sizes = np.bincount(pieces.ravel())[1:]
+        assert n >= 1 and sizes.max() >= 0.95 * sizes.sum(), (seed, sorted(sizes))
+        assert [s["structure"] for s in structures if s["kind"] == "sacrum"] == ["S1"]

@@ -223,14 +223,18 @@ class Anatomy:
         body, disc, sacrum) and each structure the slice shows, named, with its pixel box.
 
         Bone counts as a body only in front of the canal and near the midline of the spine's own
-        frame, so posterior elements and the iliac wings never do.
+        frame, so posterior elements and the iliac wings never do; the sacrum's rudimentary discs
+        count as sacrum.
         """
         s, v, u = self._coordinates(plane, 0.0, (0.0, 0.0), spine_only=True)
         p = self.patient
         column = (np.abs(u) < 32) & (v < -2)
         bone = label_mask(labels, (Label.CORTEX, Label.MARROW, Label.ENDPLATE)) & column
-        disc = label_mask(labels, (Label.ANNULUS, Label.NUCLEUS)) & column & (s < p.sacrum.start + 20)
-        sacrum = label_mask(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
+        disc_tissue = label_mask(labels, (Label.ANNULUS, Label.NUCLEUS)) & column
+        disc = disc_tissue & (s < p.sacrum.start + 20)
+        # The sacrum's rudimentary discs are part of it: one bone to count up from.
+        sacrum = (label_mask(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
+                  | disc_tissue & (s >= p.sacrum.start + 20))
         classes = np.zeros(labels.shape, np.uint8)
         classes[bone & (s < p.sacrum.start - 0.5)] = COLUMN_CLASSES.index("body")
         classes[disc] = COLUMN_CLASSES.index("disc")

@@ -60,6 +60,11 @@ def _local(box: Box, v: Vertebra) -> tuple[np.ndarray, np.ndarray]:
     return c * box.c + s * vv, -s * box.c + c * vv
 
 
+#: S1 to S5 as fractions of the sacrum's length to the coccyx's tip (S1 about as tall as L5; the
+#: coccyx the rest).
+SACRAL_SEGMENTS = (0.25, 0.21, 0.17, 0.13, 0.10)
+
+
 def _within(box: Box, start: float, end: float) -> np.ndarray:
     """Voxels of a box whose section lies in [start, end): a box reaches a voxel past each end,
     and a body or disc painted there would take its neighbour's place at the boundary."""
@@ -269,8 +274,11 @@ class _Painter:
 
     # --- sacrum ---------------------------------------------------------------------------------
     def sacrum(self) -> None:
-        """S1 to the coccyx as one bone: a body narrowing caudally, the alae out to the sacroiliac
-        joints in its upper part, the dorsal wall and median crest behind the sacral canal."""
+        """S1 to the coccyx: five fused segments narrowing caudally, each waisted like a vertebral
+        body, parted by rudimentary discs (the S1/S2 one often still bright on T2); the alae out
+        to the sacroiliac joints in its upper part, the dorsal wall and median crest behind the
+        sacral canal. S1 is as deep as L5 over its whole height: a locator that has only seen a
+        smooth wedge takes a real S1 for a sixth lumbar body and names every level one too low."""
         sac = self.p.sacrum
         upper_end = sac.start + 0.45 * (sac.end - sac.start)
         for lo, hi, reach in ((sac.start, upper_end, sac.ala_reach + 2), (upper_end, sac.end, sac.width / 2 + 8)):
@@ -279,9 +287,7 @@ class _Painter:
             t = (s - sac.start) / (sac.end - sac.start)
             u, v = box.c, box.b
             cw, cd = self.canal(s)
-            body_w = sac.width / 2 * (1 - 0.75 * t)
-            body_d = sac.depth / 2 * (1 - 0.6 * t)
-            centre = -cd / 2 - body_d
+            centre, body_w, body_d = self._sacral_body(s)
             body = ellipse(u, v, 0, centre, body_w, body_d) & (v <= -cd / 2)
             ala_half = np.clip(1 - t / 0.42, 0, 1) ** 0.6
             ala_a, ala_b = sac.ala_reach * ala_half + 0.1, (body_d + 6) * ala_half + 0.1
@@ -296,11 +302,44 @@ class _Painter:
                 u, v, 0, centre * 0.6, np.maximum(ala_a - 1.5, 0.1), np.maximum(ala_b - 1.5, 0.1))
             self.grid.paint(box, inner & bone, Label.SACRUM)
             self.grid.paint(box, (s - sac.start < 1.3) & body, Label.ENDPLATE)
-        # A rudimentary S1/S2 disc.
-        box = self.box(sac.start + 27, sac.start + 28.5, -sac.depth - 14, 0, -sac.width, sac.width)
-        if box is not None:
-            self.grid.paint(box, ellipse(box.c, box.b, 0, -9 - sac.depth * 0.45, sac.width * 0.35, sac.depth * 0.35),
-                            Label.ANNULUS)
+        self._sacral_discs()
+
+    def _sacral_joints(self) -> np.ndarray:
+        """s of S1/S2 ... S5/coccyx."""
+        sac = self.p.sacrum
+        return sac.start + (sac.end - sac.start) * np.cumsum(SACRAL_SEGMENTS)
+
+    def _sacral_body(self, s):
+        """The fused bodies' section at ``s``: centre (v) and half-axes (u, v). Each segment keeps
+        most of its depth down to a waist at the joint below it."""
+        sac = self.p.sacrum
+        t = (s - sac.start) / (sac.end - sac.start)
+        knots = np.concatenate([[0.0], np.cumsum(SACRAL_SEGMENTS), [1.0]])
+        waist = 1 - 0.12 * sum(np.exp(-((s - joint) / 3.0) ** 2) for joint in self._sacral_joints())
+        half_w = sac.width / 2 * np.interp(t, knots, (1.0, 0.86, 0.7, 0.55, 0.44, 0.36, 0.25)) * waist
+        half_d = sac.depth / 2 * np.interp(t, knots, (1.0, 0.93, 0.76, 0.63, 0.53, 0.46, 0.4)) * waist
+        return -self.canal(s)[1] / 2 - half_d, half_w, half_d
+
+    def _sacral_discs(self) -> None:
+        """Rudimentary discs at the joints of S1 to S5, thinner caudally, each between two thin
+        endplates, inside the bodies only (never the alae). Drawn from their own stream, so that
+        every other draw of the patient stays as it was."""
+        rng = np.random.default_rng([self.p.seed, Label.SACRUM])
+        fused = (Label.CORTEX, Label.SACRUM, Label.ENDPLATE)
+        thickness = ((1.5, 3.5), (1.0, 2.0), (1.0, 1.5), (1.0, 1.5))
+        for k, (joint, (lo, hi)) in enumerate(zip(self._sacral_joints(), thickness)):
+            half = float(rng.uniform(lo, hi)) / 2
+            box = self.box(joint - half - 1, joint + half + 1, -self.p.sacrum.depth - 14, 0)
+            if box is None:
+                continue
+            centre, half_w, half_d = self._sacral_body(box.a)
+            body = ellipse(box.c, box.b, 0, centre, half_w - 1.3, half_d - 1.3)
+            gap = np.abs(box.a - joint)
+            self.grid.paint(box, body & (gap <= half + 1), Label.ENDPLATE, only=fused)
+            self.grid.paint(box, body & (gap <= half), Label.ANNULUS, only=fused)
+            if k == 0 and rng.random() < 0.5:  # a nucleus left in the S1/S2 disc: a bright line on T2
+                core = ellipse(box.c, box.b, 0, centre, half_w / 2, half_d / 2)
+                self.grid.paint(box, core & (gap <= half - 0.5), Label.NUCLEUS, only=(Label.ANNULUS,))
 
     # --- dural sac and contents -----------------------------------------------------------------
     def sac_shape(self, box: Box):
