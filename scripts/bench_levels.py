@@ -9,6 +9,10 @@ disc or body the slice crosses in front of the canal). Counts slices inside the 
 (L1 to the lumbosacral disc), all of them and those whose named point lies at least 1 mm from a
 disc-body boundary (closer, the slice's own slab holds both), and says how often the number of
 lumbar vertebrae was counted right; transitional studies must be named right or flagged.
+
+``--locator-only`` names the slices without grading them: the locator runs once per study and
+each axial series is named by the function grade-study names it with (``assign_levels``), so the
+names are the same and a locator is compared with another in a fraction of the time.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import pandas as pd
 
 from grading.cli.study import main as grade_study
 from grading.dicom import scan_study
+from grading.levels import assign_levels
 from grading.phantom.cohort import CohortConfig, generate_cohort
 
 #: A 3-4 mm slice centred this close to an endplate holds disc and body in front of the canal: it is
@@ -44,42 +49,83 @@ def wrong_name_kind(name: str, truth: str) -> str:
     return "boundary" if "/" in disc and "/" not in body and body in disc.split("/") else "shift"
 
 
-def main() -> None:
+def graded_names(study: Path, models: Path, out: Path) -> list[dict]:
+    """Each axial series of a study graded by grade-study: one row per slice with its level name
+    and how the study's levels were named."""
+    rows = []
+    for series in (s for s in scan_study(study, verify_pixels=False).series if s.orientation == "axial"):
+        folder = out / study.name / series.uid[-8:]
+        with contextlib.redirect_stdout(io.StringIO()):  # one study's report at a time is noise here
+            status = grade_study([str(study), "--models", str(models), "--series", series.uid, "-o", str(folder),
+                                  "--json"])
+        if status != 0:
+            continue
+        report = json.loads((folder / "report.json").read_text())
+        kind = "angled" if "angled" in str(series.slices[0].path) else "contiguous"
+        for row in pd.read_csv(folder / "slices.csv", keep_default_na=False).itertuples():
+            rows.append({"sop_uid": row.sop_uid, "series": kind, "name": row.level_name,
+                         "source": report["level_source"], "flagged": bool(report["level_flags"]),
+                         "counted": report["lumbar_vertebrae"]["count"],
+                         "p_counted": max(report["lumbar_vertebrae"]["probabilities"].values(), default=None)})
+    return rows
+
+
+def located_names(study: Path, models: dict, configs) -> list[dict]:
+    """The same rows without grading: the locator once per study, each axial series named by
+    ``assign_levels`` as grade-study names it."""
+    from grading.pipeline import load_study, localize
+
+    axials = [s for s in scan_study(study, verify_pixels=False).series if s.orientation == "axial"]
+    loaded = load_study(study, axials[0].uid, localizer_slices=configs.locator.slices,
+                        preprocessing=configs.preprocessing) if axials else None
+    localization = None
+    if loaded is not None and loaded.localizer is not None and loaded.localizer.headers:
+        localization = localize(models["locator"], configs, loaded.localizer.headers, loaded.localizer_images)
+    rows = []
+    for series in axials:
+        assignment = assign_levels(series.slices, series.positions_mm(), localization)
+        kind = "angled" if "angled" in str(series.slices[0].path) else "contiguous"
+        for header, name in zip(series.slices, assignment.names):
+            rows.append({"sop_uid": header.sop_uid, "series": kind, "name": name, "source": assignment.source,
+                         "flagged": bool(assignment.flags), "counted": assignment.lumbar_count,
+                         "p_counted": max(assignment.lumbar_probabilities.values(), default=None)})
+    return rows
+
+
+def level_rows(root: Path, models: Path, locator_only: bool = False) -> pd.DataFrame:
+    """One row per axial slice of the cohort under ``root``: its name, the truth and the study's count."""
+    labels = pd.read_csv(root / "cohort" / "labels.csv", keep_default_na=False)
+    truth = labels[labels.rater == "truth"].set_index("sop_uid")
+    summaries = {p["patient_id"]: p for p in json.loads((root / "cohort" / "cohort.json").read_text())["patients"]}
+    if locator_only:
+        from stages.bundle import load_bundle
+
+        loaded_models, configs, _ = load_bundle(models, stages=["locator"])
+    rows = []
+    for study in sorted((root / "cohort" / "dicom").iterdir()):
+        named = located_names(study, loaded_models, configs) if locator_only else \
+            graded_names(study, models, root / "graded")
+        for row in named:
+            uid = row["sop_uid"]
+            rows.append({"patient": study.name, **row, "truth": truth.loc[uid, "spinal_level"],
+                         "boundary_mm": float(truth.loc[uid, "level_boundary_mm"] or "nan"),
+                         "lumbar": summaries[study.name]["lumbar_vertebrae"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, type=Path)
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--seed", type=int, default=77)
     p.add_argument("--keep", type=Path, help="keep the cohort and outputs here")
-    args = p.parse_args()
+    p.add_argument("--locator-only", action="store_true", help="name the slices without grading them (same names)")
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         if not (root / "cohort" / "labels.csv").is_file():
             generate_cohort(root / "cohort", CohortConfig(args.patients, args.seed))
-        labels = pd.read_csv(root / "cohort" / "labels.csv", keep_default_na=False)
-        truth = labels[labels.rater == "truth"].set_index("sop_uid")
-        summaries = {p["patient_id"]: p for p in json.loads((root / "cohort" / "cohort.json").read_text())["patients"]}
-        rows = []
-        for study in sorted((root / "cohort" / "dicom").iterdir()):
-            scan = scan_study(study, verify_pixels=False)
-            for series in (s for s in scan.series if s.orientation == "axial"):
-                out = root / "graded" / study.name / series.uid[-8:]
-                with contextlib.redirect_stdout(io.StringIO()):  # one study's report at a time is noise here
-                    status = grade_study([str(study), "--models", str(args.models), "--series", series.uid, "-o",
-                                          str(out), "--json"])
-                if status != 0:
-                    continue
-                report = json.loads((out / "report.json").read_text())
-                slices = pd.read_csv(out / "slices.csv", keep_default_na=False)
-                kind = "angled" if "angled" in str(series.slices[0].path) else "contiguous"
-                for row in slices.itertuples():
-                    rows.append({"patient": study.name, "series": kind, "name": row.level_name,
-                                 "truth": truth.loc[row.sop_uid, "spinal_level"],
-                                 "boundary_mm": float(truth.loc[row.sop_uid, "level_boundary_mm"] or "nan"),
-                                 "lumbar": summaries[study.name]["lumbar_vertebrae"],
-                                 "source": report["level_source"], "flagged": bool(report["level_flags"]),
-                                 "counted": report["lumbar_vertebrae"]["count"],
-                                 "p_counted": max(report["lumbar_vertebrae"]["probabilities"].values(), default=None)})
-    table = pd.DataFrame(rows)
+        table = level_rows(root, args.models, args.locator_only)
     lumbar = table[table.truth.str.match(r"^L\d") | table.truth.str.endswith("/S1")]
     lumbar = lumbar.assign(right=lumbar.name == lumbar.truth)
     print(f"{len(table)} axial slices of {table.patient.nunique()} studies; {len(lumbar)} inside the lumbar spine; "

@@ -163,3 +163,42 @@ def test_real_calls_line_up_by_slice_and_grey_out_what_was_not_graded(tmp_path):
     out = tmp_path / "calls.png"
     assert compare.main([str(tmp_path / "one"), str(tmp_path / "two"), "--sets", "SET", "-o", str(out)]) == 0
     assert out.stat().st_size > 1000
+
+
+def test_bench_levels_names_slices_as_grade_study_does_without_grading(tmp_path, monkeypatch):
+    """``--locator-only`` gives every axial slice the name grade-study gives it. A locator that
+    returns the phantom's own column maps names the lumbar slices of a five-vertebra spine, wrong
+    only at a disc-body boundary, where a slice's slab holds both."""
+    import json
+
+    import pandas as pd
+    from PIL import Image
+    from study_factory import untrained_bundle
+
+    import grading.pipeline
+    from grading.phantom.cohort import CohortConfig, generate_cohort
+    from grading.sagittal_levels import locate
+    from stages.vocabulary import COLUMN_CLASSES
+
+    generate_cohort(tmp_path / "cohort", CohortConfig(patients=1, seed=3, workers=1), progress=False)
+    assert json.loads((tmp_path / "cohort" / "cohort.json").read_text())["patients"][0]["lumbar_vertebrae"] == 5
+    columns = pd.read_csv(tmp_path / "cohort" / "column.csv").set_index("sop_uid")["classes"]
+
+    def truth_locator(model, configs, headers, images, device="cpu"):
+        maps = [np.asarray(Image.open(tmp_path / "cohort" / columns[h.sop_uid])) for h in headers]
+        return locate(headers, [np.stack([h.display.apply((m == k).astype(np.float32)) for k in
+                                          range(len(COLUMN_CLASSES))]) for h, m in zip(headers, maps)])
+
+    monkeypatch.setattr(grading.pipeline, "localize", truth_locator)
+    bench = _script("bench_levels")
+    models = untrained_bundle(tmp_path / "models", with_locator=True)
+    graded = bench.level_rows(tmp_path, models)
+    located = bench.level_rows(tmp_path, models, locator_only=True)
+    assert set(graded.series) == {"angled", "contiguous"} and (graded.source == "sagittal").all()
+    same = ["sop_uid", "series", "name", "truth", "source", "flagged", "counted"]
+    pd.testing.assert_frame_equal(graded.sort_values("sop_uid")[same].reset_index(drop=True),
+                                  located.sort_values("sop_uid")[same].reset_index(drop=True))
+    lumbar = located[located.truth.str.match(r"^L\d")]
+    wrong = lumbar[lumbar.name != lumbar.truth]
+    assert len(lumbar) > 20 and len(wrong) <= len(lumbar) // 5
+    assert all(bench.wrong_name_kind(n, t) == "boundary" for n, t in zip(wrong.name, wrong.truth))  # never a level off

@@ -233,8 +233,8 @@ class Anatomy:
         disc_tissue = label_mask(labels, (Label.ANNULUS, Label.NUCLEUS)) & column
         disc = disc_tissue & (s < p.sacrum.start + 20)
         # The sacrum's rudimentary discs are part of it: one bone to count up from.
-        sacrum = (label_mask(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
-                  | disc_tissue & (s >= p.sacrum.start + 20))
+        fused = label_mask(labels, (Label.SACRUM, Label.CORTEX, Label.ENDPLATE)) & column & (s >= p.sacrum.start - 0.5)
+        sacrum = fused | disc_tissue & (s >= p.sacrum.start + 20)
         classes = np.zeros(labels.shape, np.uint8)
         classes[bone & (s < p.sacrum.start - 0.5)] = COLUMN_CLASSES.index("body")
         classes[disc] = COLUMN_CLASSES.index("disc")
