@@ -3,6 +3,7 @@
     uv run python scripts/montage_synthetic_real.py -o docs/synthetic_vs_real.png
     uv run python scripts/montage_synthetic_real.py --pelvis -o docs/real/pelvis_level_gap.png
     uv run python scripts/montage_synthetic_real.py --canal -o docs/real/canal_dixon_water.png
+    uv run python scripts/montage_synthetic_real.py --sacrum -o docs/real/sacrum_sagittal.png
 
 Pairs each real contrast in ../shared/realdata (T2 TSE at a disc, Dixon water and fat, T2-SPIR,
 sagittal T2) with a phantom slice rendered by the matching preset, and adds the phantom's T2 TSE
@@ -10,7 +11,8 @@ at a vertebral body, at the conus, at a Schizas D level, and its T1. ``--pelvis`
 phantom's Dixon water from L4/L5 to the sacrum above the lowest slices of a volunteer's (where the
 iliac wings come into view and detectors have boxed wrong); ``--canal`` the phantom's Dixon water
 around the canal at a vertebral body and a disc beside a volunteer's (where a grade model called
-healthy sacs D). Real images are only looked at.
+healthy sacs D); ``--sacrum`` the phantom's sagittal T2 at the lumbosacral junction beside SPIDER
+patients'. Real images are only looked at.
 Without the real data, the synthetic panels are drawn alone.
 """
 from __future__ import annotations
@@ -65,9 +67,10 @@ def _axial(anatomy: Anatomy, s: float, fov: float, matrix: int, anterior_shift: 
     return _plane(c - anterior_shift * col, row, col, (matrix, matrix), fov / matrix, 4.0)
 
 
-def _sagittal(anatomy: Anatomy, matrix: int = 448, fov: float = 300.0) -> Plane:
+def _sagittal(anatomy: Anatomy, matrix: int = 448, fov: float = 300.0, at: float | None = None) -> Plane:
+    """The mid-sagittal plane, centred on the canal at arc length ``at`` (default: mid L3)."""
     lumbar = [v for v in anatomy.patient.vertebrae if v.region == "L"]
-    c = anatomy.line.at((lumbar[2].start + lumbar[2].end) / 2)[0]
+    c = anatomy.line.at((lumbar[2].start + lumbar[2].end) / 2 if at is None else at)[0]
     normal, col = np.array([1.0, 0, 0]), np.array([0, 0, -1.0])
     return _plane(c - 25 * np.cross(normal, col), np.cross(normal, col), col, (matrix, matrix), fov / matrix, 4.0)
 
@@ -158,6 +161,28 @@ def canal_montage(realdata: Path, seed: int, output: Path) -> None:
               "volunteer TUM01 at its pedicles and discs (bottom); 140 mm field of view", output)
 
 
+def sacrum_montage(realdata: Path, seed: int, output: Path) -> None:
+    """Phantom mid-sagittal T2 centred on the lumbosacral junction, four patients, above the middle
+    sagittal slices of four SPIDER patients: the sacrum as five fused segments with a body-like S1
+    (phantom v8), where a locator trained on a smooth wedge took the real S1 for a lumbar body."""
+    phantom = []
+    for patient_seed in range(seed, seed + 4):
+        rng = np.random.default_rng(patient_seed)
+        patient = make_patient(np.random.default_rng(patient_seed))
+        anatomy = build_anatomy(patient)
+        tissues = draw_tissues(rng, patient.habitus.muscle_fat)
+        plane = _sagittal(anatomy, at=patient.sacrum.start + 10)
+        phantom.append((_render(anatomy, plane, "t2_tse", tissues, rng, sagittal=True), plane.spacing[0],
+                        f"phantom {patient_seed}: sagittal T2"))
+    real = []
+    for pid in ("61", "107", "5", "146"):
+        files = sorted((realdata / "spider_sagittal_t2" / "images").glob(f"{pid}_t2_SPACE_slice*.png"))
+        real.append((np.asarray(Image.open(files[len(files) // 2]).convert("L"), np.float32), 0.6,
+                     f"real SPIDER {pid}: middle slice") if files else None)
+    _two_rows(phantom, real, 300, "Sagittal T2 at the lumbosacral junction: phantom v8 (top; S1 to S5 fused, "
+              "rudimentary discs between); SPIDER patients (bottom); 300 mm field of view", output)
+
+
 def _volunteer(path: Path, slices: list[tuple[int, str]]) -> list[tuple[np.ndarray, float, str] | None]:
     """Slices ``(index, title)`` of a real NIfTI volume; None each where the file is absent."""
     if not path.is_file():
@@ -199,11 +224,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--pelvis", action="store_true", help="the phantom's pelvis levels beside a volunteer's")
     p.add_argument("--canal", action="store_true", help="Dixon water around the canal at a body and a disc")
+    p.add_argument("--sacrum", action="store_true", help="sagittal T2 at the lumbosacral junction")
     p.add_argument("-o", "--output", type=Path, default=Path("docs/synthetic_vs_real.png"))
     args = p.parse_args()
-    if args.pelvis or args.canal:
-        (pelvis_montage if args.pelvis else canal_montage)(args.realdata, args.seed, args.output)
-        return
+    special = {"pelvis": pelvis_montage, "canal": canal_montage, "sacrum": sacrum_montage}
+    for name, montage in special.items():
+        if getattr(args, name):
+            montage(args.realdata, args.seed, args.output)
+            return
     real = real_panels(args.realdata) if args.realdata.is_dir() else {}
     synthetic = synthetic_panels(args.seed)
     pairs = [("t2_tse_disc", "T2 TSE, disc", 200), ("dixon_water", "Dixon water", 380), ("dixon_fat", "Dixon fat", 380),

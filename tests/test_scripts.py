@@ -126,7 +126,7 @@ def test_box_shares_tell_a_wrong_box_from_a_missing_one(bench):
     assert shares["box_iou50"] + shares["box_wrong"] + shares["box_missed"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("kind", ["pelvis", "canal"])
+@pytest.mark.parametrize("kind", ["pelvis", "canal", "sacrum"])
 def test_the_level_montages_draw_the_phantom_alone_without_real_data(tmp_path, kind):
     montage = _script("montage_synthetic_real")
     out = tmp_path / f"{kind}.png"
