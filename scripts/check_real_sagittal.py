@@ -42,6 +42,18 @@ from stages.vocabulary import COLUMN_CLASSES  # noqa: E402
 SPIDER_PIXEL_MM = 0.55  # not recorded: 640 rows over a ~350 mm lumbar field of view
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # rows run anterior -> posterior, columns head -> foot
 CLASS_COLOURS = {"body": (60, 140, 255), "disc": (255, 220, 60), "sacrum": (60, 220, 120)}
+LUMBAR_DISCS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
+
+
+def naming_summary(rows: list[dict]) -> str:
+    """What the names say over all studies, in one line to check the montage against (whether a
+    name is right only a person looking at the panel can tell)."""
+    names = [set(str(r["names"]).split()) for r in rows]
+    counts = [r["lumbar_count"] for r in rows if r["lumbar_count"] not in (None, "")]
+    return (f"{len(rows)} studies: all five lumbar discs named on {sum(set(LUMBAR_DISCS) <= n for n in names)}, "
+            f"L5/S1 on {sum('L5/S1' in n for n in names)}, nothing named on {sum(not n for n in names)}; "
+            f"lumbar vertebrae counted (not assumed) on {len(counts)}, other than five on "
+            f"{sum(int(float(c)) != 5 for c in counts)}")
 
 
 def write_spider(root: Path, out: Path) -> dict[str, Path]:
@@ -158,6 +170,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=80)
     pd.DataFrame(rows).to_csv(args.output.with_suffix(".csv"), index=False)
+    print(naming_summary(rows))
     print(f"-> {args.output}")
 
 

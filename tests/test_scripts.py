@@ -202,3 +202,13 @@ def test_bench_levels_names_slices_as_grade_study_does_without_grading(tmp_path,
     wrong = lumbar[lumbar.name != lumbar.truth]
     assert len(lumbar) > 20 and len(wrong) <= len(lumbar) // 5
     assert all(bench.wrong_name_kind(n, t) == "boundary" for n, t in zip(wrong.name, wrong.truth))  # never a level off
+
+
+def test_the_sagittal_check_sums_up_what_was_named():
+    summary = _script("check_real_sagittal").naming_summary([
+        {"names": "T12/L1 L1 L1/L2 L2 L2/L3 L3 L3/L4 L4 L4/L5 L5 L5/S1 S1", "lumbar_count": None},
+        {"names": "L3 L3/L4 L4 L4/L5 L5 L5/S1 S1", "lumbar_count": 5},
+        {"names": "L4 L4/L5 L5 L5/L6 L6 S1", "lumbar_count": 6},
+        {"names": "", "lumbar_count": None}])
+    assert summary == ("4 studies: all five lumbar discs named on 1, L5/S1 on 2, nothing named on 1; lumbar "
+                       "vertebrae counted (not assumed) on 2, other than five on 1")
