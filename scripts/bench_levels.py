@@ -26,10 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from grading import pipeline
 from grading.cli.study import main as grade_study
 from grading.dicom import scan_study
 from grading.levels import assign_levels
 from grading.phantom.cohort import CohortConfig, generate_cohort
+from stages.bundle import load_bundle
 
 #: A 3-4 mm slice centred this close to an endplate holds disc and body in front of the canal: it is
 #: counted, and also reported apart.
@@ -73,14 +75,12 @@ def graded_names(study: Path, models: Path, out: Path) -> list[dict]:
 def located_names(study: Path, models: dict, configs) -> list[dict]:
     """The same rows without grading: the locator once per study, each axial series named by
     ``assign_levels`` as grade-study names it."""
-    from grading.pipeline import load_study, localize
-
     axials = [s for s in scan_study(study, verify_pixels=False).series if s.orientation == "axial"]
-    loaded = load_study(study, axials[0].uid, localizer_slices=configs.locator.slices,
+    loaded = pipeline.load_study(study, axials[0].uid, localizer_slices=configs.locator.slices,
                         preprocessing=configs.preprocessing) if axials else None
     localization = None
     if loaded is not None and loaded.localizer is not None and loaded.localizer.headers:
-        localization = localize(models["locator"], configs, loaded.localizer.headers, loaded.localizer_images)
+        localization = pipeline.localize(models["locator"], configs, loaded.localizer.headers, loaded.localizer_images)
     rows = []
     for series in axials:
         assignment = assign_levels(series.slices, series.positions_mm(), localization)
@@ -98,8 +98,6 @@ def level_rows(root: Path, models: Path, locator_only: bool = False) -> pd.DataF
     truth = labels[labels.rater == "truth"].set_index("sop_uid")
     summaries = {p["patient_id"]: p for p in json.loads((root / "cohort" / "cohort.json").read_text())["patients"]}
     if locator_only:
-        from stages.bundle import load_bundle
-
         loaded_models, configs, _ = load_bundle(models, stages=["locator"])
     rows = []
     for study in sorted((root / "cohort" / "dicom").iterdir()):

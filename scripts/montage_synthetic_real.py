@@ -55,10 +55,19 @@ def real_panels(root: Path) -> dict[str, tuple[np.ndarray, float]]:
     chaos = root / "chaos_axial_t2spir" / "CHAOS11_T2SPIR_full.nii.gz"
     if chaos.is_file():
         out["t2_spir"] = _nifti_slice(chaos, 6)
-    spider = sorted((root / "spider_sagittal_t2" / "images").glob("209_t2_SPACE_slice6*.png"))
-    if spider:
-        out["sagittal"] = (np.asarray(Image.open(spider[len(spider) // 2]).convert("L"), np.float32), 0.6)
+    sagittal = _spider_middle(root, "209", "6*")
+    if sagittal is not None:
+        out["sagittal"] = sagittal
     return out
+
+
+def _spider_middle(root: Path, patient: str, slices: str = "*") -> tuple[np.ndarray, float] | None:
+    """The middle of a SPIDER patient's sagittal T2 slices whose number matches ``slices`` (image,
+    mm per pixel: not recorded, 0.6 assumed); None where there are none."""
+    files = sorted((root / "spider_sagittal_t2" / "images").glob(f"{patient}_t2_SPACE_slice{slices}.png"))
+    if not files:
+        return None
+    return np.asarray(Image.open(files[len(files) // 2]).convert("L"), np.float32), 0.6
 
 
 def _axial(anatomy: Anatomy, s: float, fov: float, matrix: int, anterior_shift: float) -> Plane:
@@ -176,9 +185,8 @@ def sacrum_montage(realdata: Path, seed: int, output: Path) -> None:
                         f"phantom {patient_seed}: sagittal T2"))
     real = []
     for pid in ("61", "107", "5", "146"):
-        files = sorted((realdata / "spider_sagittal_t2" / "images").glob(f"{pid}_t2_SPACE_slice*.png"))
-        real.append((np.asarray(Image.open(files[len(files) // 2]).convert("L"), np.float32), 0.6,
-                     f"real SPIDER {pid}: middle slice") if files else None)
+        panel = _spider_middle(realdata, pid)
+        real.append(None if panel is None else (*panel, f"real SPIDER {pid}: middle slice"))
     _two_rows(phantom, real, 300, "Sagittal T2 at the lumbosacral junction: phantom v8 (top; S1 to S5 fused, "
               "rudimentary discs between); SPIDER patients (bottom); 300 mm field of view", output)
 
