@@ -46,6 +46,14 @@ def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device
     return torch.softmax(logits, 1).numpy()
 
 
+def classify_mirrored(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
+    """Class probabilities averaged over each patch and its left-right mirror. The classifiers
+    train with left-right flips, so both are equally valid inputs; their mean depends less on
+    what one training's asymmetries decide (docs/STAGES_BENCHMARK.md, "Stop 36")."""
+    mirrored = np.ascontiguousarray(np.asarray(patches)[..., ::-1])
+    return (classify(model, patches, batch_size, device) + classify(model, mirrored, batch_size, device)) / 2
+
+
 @torch.no_grad()
 def segment(model: nn.Module, patches: np.ndarray, batch_size: int = 32, device=None) -> np.ndarray:
     """Sac probability maps (N, P, P)."""
@@ -206,7 +214,7 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
     graded = [j for j, i in enumerate(have_box) if out[i].level in ("rootlet", "")]
     if graded and "grade" in models:
         with _timed(timings, "classifiers_s"):
-            grade_probs = classify(models["grade"], patches[graded], settings.patch_batch, device)
+            grade_probs = classify_mirrored(models["grade"], patches[graded], settings.patch_batch, device)
         for j, p in zip(graded, grade_probs):
             out[have_box[j]].grade = GRADES[int(np.argmax(p))]
             out[have_box[j]].grade_probabilities = [float(v) for v in p]

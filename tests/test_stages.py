@@ -15,7 +15,7 @@ from stages.bundle import BundleError, load_bundle, save_bundle, sha256_of
 from stages.configs import STAGES, PatchConfig
 from stages.cross_validation import CVRequest, run_cross_validation
 from stages.folds import plan_folds
-from stages.inference import predict_slices
+from stages.inference import classify, predict_slices
 from stages.losses import LOSSES, segmentation_loss, weighted_bce
 from stages.models import build_model
 from stages.patches import extract_patches, patch_geometry
@@ -311,6 +311,32 @@ def test_predictions_follow_known_model_outputs():
     side_mm = 16.0 * (1 + 2 * configs.segmenter_patch.margin)  # a square in mm around the box
     assert rootlet.dsca_mm2 == pytest.approx(side_mm**2, rel=0.02)
     assert rootlet.dsca_mm2 == pytest.approx(rootlet.sac_mask.sum() * spacing[0] * spacing[1])
+
+
+class _LeftSided(torch.nn.Module):
+    """Grade logits from the patch's left half only: a network that reads a slice and its mirror
+    image differently."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
+        return torch.stack([4 * left, -4 * left, left, torch.zeros_like(left)], dim=1)
+
+
+def test_a_slice_and_its_mirror_image_get_the_same_grade_probabilities():
+    """The grade is read from the patch and its left-right mirror together, so mirroring the slice
+    (and its box) changes nothing, although one pass of the network on either alone differs."""
+    configs, model = smoke().configs, _LeftSided()
+    image = np.zeros((120, 100), np.float32)
+    image[:, :45] = 1.0  # bright on the left of the canal box
+    box, mirrored_box = (30.0, 40.0, 55.0, 62.0), (45.0, 40.0, 70.0, 62.0)
+    plain, = predict_slices({"grade": model}, configs, [image], [(0.7, 0.7)], boxes=[box])
+    mirrored, = predict_slices({"grade": model}, configs, [image[:, ::-1].copy()], [(0.7, 0.7)], boxes=[mirrored_box])
+    assert plain.grade_probabilities == pytest.approx(mirrored.grade_probabilities, abs=1e-5)
+    cfg = configs.classifier_patch
+    patch = extract_patches(image, [patch_geometry(box, cfg.size, cfg.margin, (0.7, 0.7))])
+    one_pass = [classify(model, p) for p in (patch, np.ascontiguousarray(patch[..., ::-1]))]
+    assert np.abs(one_pass[0] - one_pass[1]).max() > 0.1
+    assert plain.grade_probabilities == pytest.approx(list((one_pass[0][0] + one_pass[1][0]) / 2), abs=1e-5)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_its_floor():
