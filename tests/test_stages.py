@@ -330,7 +330,8 @@ def test_a_slice_and_its_mirror_image_get_the_same_grade_probabilities():
     image[:, :45] = 1.0  # bright on the left of the canal box
     box, mirrored_box = (30.0, 40.0, 55.0, 62.0), (45.0, 40.0, 70.0, 62.0)
     plain, = predict_slices({"grade": model}, configs, [image], [(0.7, 0.7)], boxes=[box])
-    mirrored, = predict_slices({"grade": model}, configs, [image[:, ::-1].copy()], [(0.7, 0.7)], boxes=[mirrored_box])
+    mirrored, = predict_slices({"grade": model}, configs, [image[:, ::-1].copy()], [(0.7, 0.7)],
+                               boxes=[mirrored_box])
     assert plain.grade_probabilities == pytest.approx(mirrored.grade_probabilities, abs=1e-5)
     cfg = configs.classifier_patch
     patch = extract_patches(image, [patch_geometry(box, cfg.size, cfg.margin, (0.7, 0.7))])
