@@ -48,8 +48,8 @@ def spacing_handling(stage: str, configs: StageConfigs) -> str:
         return (f"sagittal slice resampled to {loc.pixel_mm} mm pixels (coarser if that exceeds {loc.max_side} px); "
                 f"the middle {loc.slices} slices of the localizer series, class probabilities averaged")
     patch = configs.segmenter_patch if stage == "segmenter" else configs.classifier_patch
-    side = f"{patch.side_mm:g} mm" if patch.side_mm else f"(1 + 2 x {patch.margin}) x the box's longer side"
-    text = f"square patch around the canal box, side {side}, resampled to {patch.size} x {patch.size} px"
+    text = (f"square patch around the canal box, side (1 + 2 x {patch.margin}) x the box's longer side, "
+            f"resampled to {patch.size} x {patch.size} px")
     if stage == "segmenter":
         text += "; DSCA = sac pixels (probability >= 0.5) x patch pixel area from PixelSpacing (row x column)"
     return text

@@ -18,9 +18,6 @@ class PatchConfig:
     size: int = 64  # patch side, pixels
     margin: float = 0.25  # around the box, fraction of its longer side, each side
     context: float = 0.2  # extra crop kept for augmentation, fraction of ``size`` each side
-    # A fixed square of this side (mm) centred on the box instead (margin unused): the patch keeps the
-    # sac's size, which a box-relative one scales away (docs/STAGES_BENCHMARK.md, "Stop 36").
-    side_mm: float | None = None
 
 
 @dataclass(frozen=True)

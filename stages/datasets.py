@@ -27,7 +27,7 @@ from stages.synth import SynthConfig, render_random, unresolve_share
 
 def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:
     """The patch geometry widened by ``context``: centre-cropping it to ``size`` gives the patch."""
-    return patch_geometry(box, cfg.size, cfg.margin, spacing, cfg.side_mm).widened(int(round(cfg.size * cfg.context)))
+    return patch_geometry(box, cfg.size, cfg.margin, spacing).widened(int(round(cfg.size * cfg.context)))
 
 
 def _rendered(labels: torch.Tensor, synth: SynthConfig) -> torch.Tensor:

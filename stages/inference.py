@@ -197,8 +197,8 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
         return out
     if "level" in models or "grade" in models:
         cfg = configs.classifier_patch
-        geometries = [patch_geometry(out[i].box, cfg.size, cfg.margin, spacings[i], cfg.side_mm) for i in have_box]
-        patches = np.stack([extract_patches(images[i], [g])[0] for i, g in zip(have_box, geometries)])
+        patches = np.stack([extract_patches(images[i], [patch_geometry(out[i].box, cfg.size, cfg.margin, spacings[i])])[0]
+                            for i in have_box])
     if "level" in models:
         with _timed(timings, "classifiers_s"):
             level_probs = classify(models["level"], patches, settings.patch_batch, device)
@@ -221,7 +221,7 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
     to_segment = [have_box[j] for j in graded]
     if to_segment and "segmenter" in models:
         seg_cfg = configs.segmenter_patch
-        geometries = [patch_geometry(out[i].box, seg_cfg.size, seg_cfg.margin, spacings[i], seg_cfg.side_mm) for i in to_segment]
+        geometries = [patch_geometry(out[i].box, seg_cfg.size, seg_cfg.margin, spacings[i]) for i in to_segment]
         seg_patches = np.stack([extract_patches(images[i], [g])[0] for i, g in zip(to_segment, geometries)])
         with _timed(timings, "segmenter_s"):
             probs = segment(models["segmenter"], seg_patches, settings.patch_batch, device)

@@ -38,13 +38,11 @@ class PatchGeometry:
                              self.size + 2 * pad)
 
 
-def patch_geometry(box, size: int, margin: float, spacing: tuple[float, float] = (1.0, 1.0),
-                   side_mm: float | None = None) -> PatchGeometry:
-    """A square (in mm) around the box centre: ``side_mm`` wide, or (None) ``1 + 2*margin`` times
-    the box's longer side."""
+def patch_geometry(box, size: int, margin: float, spacing: tuple[float, float] = (1.0, 1.0)) -> PatchGeometry:
+    """A square (in mm) around the box centre, ``1 + 2*margin`` times the box's longer side."""
     x0, y0, x1, y1 = (float(v) for v in box)
     row_mm, col_mm = spacing
-    side = side_mm or max((x1 - x0) * col_mm, (y1 - y0) * row_mm, 4.0 * min(spacing)) * (1 + 2 * margin)
+    side = max((x1 - x0) * col_mm, (y1 - y0) * row_mm, 4.0 * min(spacing)) * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return PatchGeometry(cx - side / col_mm / 2, cy - side / row_mm / 2, side / col_mm / size, side / row_mm / size,
                          size)
