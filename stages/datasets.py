@@ -22,7 +22,7 @@ from stages.detector import (
 )
 from stages.patches import PatchGeometry, extract_patches, patch_geometry
 from stages.records import SliceRecord
-from stages.synth import SynthConfig, flow_void_share, render_random, unresolve_share
+from stages.synth import SynthConfig, render_random, unresolve_share
 
 
 def context_geometry(box, cfg: PatchConfig, spacing: tuple[float, float]) -> PatchGeometry:
@@ -49,7 +49,7 @@ def _render_share(images: torch.Tensor, labels: list[np.ndarray | None], synth: 
         drawn = [k for k in range(len(mapped)) if float(torch.rand(1)) < synth.probability]
         if drawn:
             images[[mapped[k] for k in drawn]] = _rendered(maps[drawn], synth)
-    images[mapped] = flow_void_share(unresolve_share(images[mapped], maps, synth), maps, synth)
+    images[mapped] = unresolve_share(images[mapped], maps, synth)
     return images
 
 

@@ -41,13 +41,6 @@ class SynthConfig:
     unresolved_probability: float = 0.0
     unresolved_labels: tuple[int, ...] = ()
     unresolved_sigma_px: tuple[float, float] = (1.5, 4.0)
-    # Share of label-mapped samples given CSF flow voids: smooth dark blobs inside ``flow_void_labels``
-    # (the sac), where pulsing CSF leaves the slice on a real T2 series.
-    flow_void_probability: float = 0.0
-    flow_void_labels: tuple[int, ...] = ()
-    flow_void_sigma_px: tuple[float, float] = (3.0, 8.0)
-    flow_void_depth: tuple[float, float] = (0.4, 0.9)  # fraction of the signal lost at a blob's centre
-    flow_void_blobs: tuple[int, int] = (1, 3)
 
 
 def _smooth_noise(batch: int, shape: tuple[int, int], cells: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -120,42 +113,6 @@ def unresolve_share(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig
         sigma = float(_uniform(1, *cfg.unresolved_sigma_px, generator))
         images = images.clone()
         images[chosen] = unresolve(images[chosen], labels[chosen], cfg.unresolved_labels, sigma)
-    return images
-
-
-def flow_voids(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Dark smooth blobs inside the region ``cfg.flow_void_labels`` (the sac): CSF that pulses
-    through the slice during the echo train gives no signal there, so a healthy sac can hold a dark
-    patch that is neither rootlets nor compression. Outside the region the image is untouched."""
-    images = images.clone()
-    _, rows, cols = images.shape
-    region = torch.isin(labels.long(), torch.tensor(cfg.flow_void_labels, dtype=torch.long))
-    yy, xx = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32),
-                            indexing="ij")
-    for k in range(len(images)):
-        inside = torch.nonzero(region[k])
-        if not len(inside):
-            continue
-        loss = torch.zeros(rows, cols)
-        for _ in range(int(torch.randint(cfg.flow_void_blobs[0], cfg.flow_void_blobs[1] + 1, (1,), generator=generator))):
-            row, col = inside[int(torch.randint(len(inside), (1,), generator=generator))].tolist()
-            sigma = float(_uniform(1, *cfg.flow_void_sigma_px, generator))
-            depth = float(_uniform(1, *cfg.flow_void_depth, generator))
-            loss = torch.maximum(loss, depth * torch.exp(-0.5 * ((yy - row) ** 2 + (xx - col) ** 2) / sigma**2))
-        images[k] = torch.where(region[k], images[k] * (1 - loss), images[k])
-    return images
-
-
-def flow_void_share(images: torch.Tensor, labels: torch.Tensor, cfg: SynthConfig,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """``flow_voids`` on a random share (``cfg.flow_void_probability``) of the batch."""
-    if cfg.flow_void_probability <= 0 or not cfg.flow_void_labels:
-        return images
-    chosen = torch.nonzero(torch.rand(len(images), generator=generator) < cfg.flow_void_probability)[:, 0]
-    if len(chosen):
-        images = images.clone()
-        images[chosen] = flow_voids(images[chosen], labels[chosen], cfg, generator)
     return images
 
 
