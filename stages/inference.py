@@ -47,9 +47,9 @@ def classify(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device
 
 
 def classify_mirrored(model: nn.Module, patches: np.ndarray, batch_size: int = 64, device=None) -> np.ndarray:
-    """Class probabilities averaged over each patch and its left-right mirror. The classifiers
-    train with left-right flips, so both are equally valid inputs; their mean depends less on
-    what one training's asymmetries decide (docs/STAGES_BENCHMARK.md, "Stop 36")."""
+    """Class probabilities averaged over each patch and its left-right mirror: how both classifiers
+    are read. They train with left-right flips, so both are equally valid inputs; their mean depends
+    less on what one training's asymmetries decide (docs/STAGES_BENCHMARK.md, "Stop 36")."""
     mirrored = np.ascontiguousarray(np.asarray(patches)[..., ::-1])
     return (classify(model, patches, batch_size, device) + classify(model, mirrored, batch_size, device)) / 2
 
@@ -201,7 +201,7 @@ def _predict(models, configs, images, spacings, boxes, choose: ChooseBoxes, devi
                             for i in have_box])
     if "level" in models:
         with _timed(timings, "classifiers_s"):
-            level_probs = classify(models["level"], patches, settings.patch_batch, device)
+            level_probs = classify_mirrored(models["level"], patches, settings.patch_batch, device)
         calls = level_probs.argmax(1)
         if head_to_foot is not None:
             rank = {i: r for r, i in enumerate(head_to_foot)}

@@ -314,30 +314,36 @@ def test_predictions_follow_known_model_outputs():
 
 
 class _LeftSided(torch.nn.Module):
-    """Grade logits from the patch's left half only: a network that reads a slice and its mirror
-    image differently."""
+    """Logits from the patch's left half only (four grade logits, or the level model's one): a
+    network that reads a slice and its mirror image differently."""
+
+    def __init__(self, outputs: int):
+        super().__init__()
+        self.weights = torch.tensor([4.0, -4.0, 1.0, 0.0][:outputs] if outputs > 1 else [3.0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left = x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))
-        return torch.stack([4 * left, -4 * left, left, torch.zeros_like(left)], dim=1)
+        return x[..., : x.shape[-1] // 2].mean(dim=(1, 2, 3))[:, None] * self.weights
 
 
-def test_a_slice_and_its_mirror_image_get_the_same_grade_probabilities():
-    """The grade is read from the patch and its left-right mirror together, so mirroring the slice
+@pytest.mark.parametrize("stage", ["level", "grade"])
+def test_a_slice_and_its_mirror_image_are_classified_alike(stage):
+    """Both classifiers read the patch and its left-right mirror together, so mirroring the slice
     (and its box) changes nothing, although one pass of the network on either alone differs."""
-    configs, model = smoke().configs, _LeftSided()
+    configs, model = smoke().configs, _LeftSided(4 if stage == "grade" else 1)
     image = np.zeros((120, 100), np.float32)
     image[:, :45] = 1.0  # bright on the left of the canal box
     box, mirrored_box = (30.0, 40.0, 55.0, 62.0), (45.0, 40.0, 70.0, 62.0)
-    plain, = predict_slices({"grade": model}, configs, [image], [(0.7, 0.7)], boxes=[box])
-    mirrored, = predict_slices({"grade": model}, configs, [image[:, ::-1].copy()], [(0.7, 0.7)],
+    plain, = predict_slices({stage: model}, configs, [image], [(0.7, 0.7)], boxes=[box])
+    mirrored, = predict_slices({stage: model}, configs, [image[:, ::-1].copy()], [(0.7, 0.7)],
                                boxes=[mirrored_box])
-    assert plain.grade_probabilities == pytest.approx(mirrored.grade_probabilities, abs=1e-5)
+    read = (lambda p: p.grade_probabilities) if stage == "grade" else (lambda p: [p.level_probability])
+    assert read(plain) == pytest.approx(read(mirrored), abs=1e-5)
     cfg = configs.classifier_patch
     patch = extract_patches(image, [patch_geometry(box, cfg.size, cfg.margin, (0.7, 0.7))])
-    one_pass = [classify(model, p) for p in (patch, np.ascontiguousarray(patch[..., ::-1]))]
+    one_pass = [classify(model, p)[0] for p in (patch, np.ascontiguousarray(patch[..., ::-1]))]
     assert np.abs(one_pass[0] - one_pass[1]).max() > 0.1
-    assert plain.grade_probabilities == pytest.approx(list((one_pass[0][0] + one_pass[1][0]) / 2), abs=1e-5)
+    mean = (one_pass[0] + one_pass[1]) / 2
+    assert read(plain) == pytest.approx(list(mean) if stage == "grade" else [mean.max()], abs=1e-5)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_its_floor():
