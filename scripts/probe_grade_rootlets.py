@@ -33,7 +33,7 @@ from check_real import DEFAULT_REALDATA, real_sets, write_nifti_series  # noqa: 
 from grading.pipeline import load_study  # noqa: E402
 from grading.training_data import load_training_data  # noqa: E402
 from stages.bundle import load_bundle  # noqa: E402
-from stages.inference import classify, predict_slices  # noqa: E402
+from stages.inference import classify_mirrored, predict_slices  # noqa: E402
 from stages.patches import extract_patches, patch_geometry  # noqa: E402
 from stages.vocabulary import GRADES  # noqa: E402
 
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                             BLUR_SIGMA_MM)}
     fig, axes = plt.subplots(len(rows), PER_ROW, figsize=(PER_ROW * 1.5, len(rows) * 1.8), squeeze=False)
     for axes_row, (name, patches) in zip(axes, rows.items()):
-        probs = classify(models["grade"], patches.astype(np.float32)) if len(patches) else np.zeros((0, len(GRADES)))
+        probs = classify_mirrored(models["grade"], patches.astype(np.float32)) if len(patches) else \
+            np.zeros((0, len(GRADES)))  # read as grade-study reads it
         calls = [GRADES[int(k)] for k in probs.argmax(1)]
         counts = ", ".join(f"{g} {calls.count(g)}" for g in GRADES if calls.count(g))
         shown = np.linspace(0, len(patches) - 1, min(PER_ROW, len(patches))).astype(int) if len(patches) else []
